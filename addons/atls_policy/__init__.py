@@ -1,0 +1,1 @@
+"""mitmproxy addon: recognise ATLS flows and apply a policy."""

@@ -1,0 +1,304 @@
+"""Test PKI: a vendor CA, a service certificate and device identities.
+
+Modelled on trustme: a tiny API that hands out PEM bytes, plus an idempotent
+on-disk layout (``atls-testbed pki init DIR``) that the service, the client and
+the scenarios share. Device certificates carry the serial number in the subject
+(X.520 serialNumber), as a BRSKI IDevID does (RFC 8995 section 2.3.1).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+DEFAULT_SERVICE_NAMES: tuple[str, ...] = ("atls-service", "localhost", "127.0.0.1", "::1")
+DEFAULT_DEVICE_SERIALS: tuple[str, ...] = ("device-0001",)
+_VALIDITY = datetime.timedelta(days=3650)
+_BACKDATE = datetime.timedelta(hours=1)
+
+
+class PKIError(Exception):
+    """The on-disk PKI is missing or inconsistent."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A certificate chain (leaf first) and its private key, as PEM."""
+
+    chain_pem: bytes
+    key_pem: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificates(self.chain_pem)[0]
+
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        return x509.load_pem_x509_certificates(self.chain_pem)
+
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    def write(self, cert_path: Path, key_path: Path) -> None:
+        _write_atomic(cert_path, self.chain_pem, 0o644)
+        _write_atomic(key_path, self.key_pem, 0o600)
+
+    @classmethod
+    def read(cls, cert_path: Path, key_path: Path) -> Identity:
+        try:
+            return cls(cert_path.read_bytes(), key_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise PKIError(f"missing PKI file {exc.filename}") from exc
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A self-signed root that issues server and device certificates."""
+
+    identity: Identity
+
+    @classmethod
+    def create(cls, common_name: str, organization: str = "ATLS testbed") -> CertificateAuthority:
+        key = _new_key()
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + _VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(Identity(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)))
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.identity.certificate
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.identity.chain_pem
+
+    def _issue(
+        self,
+        subject: x509.Name,
+        *,
+        sans: Sequence[x509.GeneralName],
+        usage: x509.ObjectIdentifier,
+        not_after: datetime.datetime | None = None,
+    ) -> Identity:
+        key = _new_key()
+        ca_key = self.identity.private_key
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(not_after or now + _VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        return Identity(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+    def issue_server(
+        self, names: Iterable[str], not_after: datetime.datetime | None = None
+    ) -> Identity:
+        """A TLS server certificate; the first name becomes the CN, all are SANs."""
+        names = list(names)
+        if not names:
+            raise ValueError("a server certificate needs at least one name")
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        return self._issue(
+            subject,
+            sans=[_general_name(n) for n in names],
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            not_after=not_after,
+        )
+
+    def issue_device(self, serial: str, not_after: datetime.datetime | None = None) -> Identity:
+        """A device identity (IDevID-like): the serial is the subject serialNumber."""
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ATLS testbed devices"),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
+                x509.NameAttribute(NameOID.COMMON_NAME, serial),
+            ]
+        )
+        return self._issue(
+            subject, sans=[], usage=ExtendedKeyUsageOID.CLIENT_AUTH, not_after=not_after
+        )
+
+
+def device_serial(certificate: x509.Certificate) -> str | None:
+    """The serial number a device certificate claims, or None."""
+    attrs = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode()
+
+
+@dataclass
+class PKIDirectory:
+    """The on-disk test PKI: ``vendor-ca.*``, ``service.*``, ``devices/<serial>.*``."""
+
+    root: Path
+    created: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    @property
+    def vendor_ca_cert(self) -> Path:
+        return self.root / "vendor-ca.pem"
+
+    @property
+    def vendor_ca_key(self) -> Path:
+        return self.root / "vendor-ca.key"
+
+    @property
+    def service_cert(self) -> Path:
+        return self.root / "service.pem"
+
+    @property
+    def service_key(self) -> Path:
+        return self.root / "service.key"
+
+    def device_cert(self, serial: str) -> Path:
+        return self.root / "devices" / f"{serial}.pem"
+
+    def device_key(self, serial: str) -> Path:
+        return self.root / "devices" / f"{serial}.key"
+
+    def vendor_ca(self) -> CertificateAuthority:
+        return CertificateAuthority(Identity.read(self.vendor_ca_cert, self.vendor_ca_key))
+
+    def service(self) -> Identity:
+        return Identity.read(self.service_cert, self.service_key)
+
+    def device(self, serial: str) -> Identity:
+        return Identity.read(self.device_cert(serial), self.device_key(serial))
+
+    def device_serials(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "devices").glob("*.pem"))
+
+
+def _valid_serial(serial: str) -> str:
+    if not serial or any(c in serial for c in "/\\\0") or serial.startswith("."):
+        raise PKIError(f"invalid device serial {serial!r}: use letters, digits, '-', '_'")
+    return serial
+
+
+def init_pki(
+    root: Path | str,
+    *,
+    service_names: Sequence[str] = DEFAULT_SERVICE_NAMES,
+    device_serials: Iterable[str] = DEFAULT_DEVICE_SERIALS,
+) -> PKIDirectory:
+    """Create what is missing under ``root``; never rewrite what exists.
+
+    Running it twice is a no-op; running it with more serials adds only those.
+    """
+    pki = PKIDirectory(Path(root))
+    pki.root.mkdir(parents=True, exist_ok=True)
+    (pki.root / "devices").mkdir(exist_ok=True)
+    if pki.vendor_ca_cert.exists() != pki.vendor_ca_key.exists():
+        raise PKIError(f"{pki.root}: vendor CA certificate and key must both exist or neither")
+    if not pki.vendor_ca_cert.exists():
+        CertificateAuthority.create("ATLS Vendor CA").identity.write(
+            pki.vendor_ca_cert, pki.vendor_ca_key
+        )
+        pki.created.append("vendor-ca")
+    ca = pki.vendor_ca()
+    if not pki.service_cert.exists():
+        ca.issue_server(service_names).write(pki.service_cert, pki.service_key)
+        pki.created.append("service")
+    for serial in device_serials:
+        _valid_serial(serial)
+        if not pki.device_cert(serial).exists():
+            ca.issue_device(serial).write(pki.device_cert(serial), pki.device_key(serial))
+            pki.created.append(f"device {serial}")
+    return pki
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""The device client: ATLS over HTTP, and its command line."""

@@ -1,0 +1,225 @@
+"""ATLS over HTTP for devices: sync and async clients on httpx.
+
+The carrier (the network HTTP(S) connection that transports ATLS messages) is
+configured apart from the ATLS session. Only the carrier may be left
+unverified, and only explicitly (``network_tls_verify=False``): that is the
+case ATLS exists for, a TLS-intercepting middlebox whose CA the device does
+not know yet. The carrier client is private to this class and only ever
+POSTs ATLS messages, so that choice can never leak into other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from atls.http_binding import ClientBinding, Mode, OutgoingMessage, Variant
+from atls.inner_http import InnerRequest, InnerResponse
+from atls.keys import ExporterSettings
+from atls.session import ATLSError, ATLSSession, SessionInfo, TLSConfig, TLSContext
+
+INNER_BASE_URL = "https://atls"
+
+
+class CarrierError(ATLSError):
+    """The network connection carrying ATLS failed (connect, proxy, network TLS, timeout)."""
+
+
+@dataclass(frozen=True)
+class CarrierSettings:
+    """How ATLS messages reach the service over the network."""
+
+    proxy: str | None = None
+    network_tls_verify: bool | str | Path = True  # True: system CAs; path: CA bundle
+    timeout: float = 10.0
+
+    def httpx_kwargs(self) -> dict[str, Any]:
+        verify: bool | ssl.SSLContext
+        if isinstance(self.network_tls_verify, str | Path):
+            verify = ssl.create_default_context(cafile=str(self.network_tls_verify))
+        else:
+            verify = self.network_tls_verify
+        return {"proxy": self.proxy, "verify": verify, "timeout": self.timeout, "trust_env": False}
+
+
+def _carrier_error(exc: httpx.HTTPError, url: str, settings: CarrierSettings) -> CarrierError:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return CarrierError(
+            f"network TLS to {url} failed certificate validation ({text}); a TLS-intercepting "
+            "middlebox may be in the path: give its CA, or allow an unverified carrier for "
+            "ATLS only (network_tls_verify=False / --no-network-tls-verify)"
+        )
+    via = f" via proxy {settings.proxy}" if settings.proxy else ""
+    return CarrierError(f"cannot reach {url}{via}: {type(exc).__name__}: {text}")
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items()}
+
+
+def _inner_from_httpx(request: httpx.Request) -> InnerRequest:
+    target = request.url.raw_path.decode("ascii")
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    return InnerRequest(request.method, target, headers, request.read())
+
+
+def _httpx_from_inner(response: InnerResponse, request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        response.status, headers=response.headers, content=response.body, request=request
+    )
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        base_url: str,
+        tls: TLSConfig | TLSContext,
+        *,
+        mode: Mode = Mode.EXPORT,
+        variant: Variant = Variant.CURRENT,
+        exporter: ExporterSettings | None = None,
+        carrier: CarrierSettings | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.context = tls if isinstance(tls, TLSContext) else tls.build()
+        self.mode = mode
+        self.variant = variant
+        self.exporter = exporter
+        self.carrier = carrier or CarrierSettings()
+        self.server_name = server_name or self.context.config.server_name or (
+            urlsplit(self.base_url).hostname
+        )
+        self.binding: ClientBinding | None = None
+
+    def _new_binding(self) -> ClientBinding:
+        session = ATLSSession(self.context, server_name=self.server_name)
+        self.binding = ClientBinding(
+            session, variant=self.variant, mode=self.mode, exporter=self.exporter
+        )
+        return self.binding
+
+    def _require_binding(self) -> ClientBinding:
+        if self.binding is None or not self.binding.established:
+            raise ATLSError("no ATLS session: call handshake() first")
+        return self.binding
+
+    @property
+    def info(self) -> SessionInfo:
+        return self._require_binding().session.info
+
+
+class ATLSClient(_ClientBase):
+    """Blocking ATLS client. ``client.http`` is an httpx.Client that speaks over ATLS."""
+
+    def __init__(self, base_url: str, tls: TLSConfig | TLSContext, **kwargs: Any) -> None:
+        super().__init__(base_url, tls, **kwargs)
+        self._carrier = httpx.Client(**self.carrier.httpx_kwargs())
+        self.http = httpx.Client(base_url=INNER_BASE_URL, transport=ATLSTransport(self))
+
+    def __enter__(self) -> ATLSClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+        self._carrier.close()
+
+    def _post(self, message: OutgoingMessage) -> httpx.Response:
+        url = self.base_url + message.path
+        try:
+            return self._carrier.post(url, content=message.body, headers=message.headers)
+        except httpx.HTTPError as exc:
+            raise _carrier_error(exc, url, self.carrier) from None
+
+    def handshake(self) -> SessionInfo:
+        binding = self._new_binding()
+        message: OutgoingMessage | None = binding.start()
+        while message is not None:
+            response = self._post(message)
+            message = binding.receive(response.status_code, _headers(response), response.content)
+        return binding.session.info
+
+    def request_inner(self, request: InnerRequest) -> InnerResponse:
+        binding = self._require_binding()
+        message, token = binding.wrap_request(request)
+        response = self._post(message)
+        return binding.unwrap_response(
+            token, request.method, response.status_code, _headers(response), response.content
+        )
+
+
+class AsyncATLSClient(_ClientBase):
+    """Asynchronous ATLS client. ``client.http`` is an httpx.AsyncClient over ATLS."""
+
+    def __init__(self, base_url: str, tls: TLSConfig | TLSContext, **kwargs: Any) -> None:
+        super().__init__(base_url, tls, **kwargs)
+        self._carrier = httpx.AsyncClient(**self.carrier.httpx_kwargs())
+        self.http = httpx.AsyncClient(base_url=INNER_BASE_URL, transport=AsyncATLSTransport(self))
+        # Records mode shares one TLS record stream: requests must not interleave.
+        self._records_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AsyncATLSClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self._carrier.aclose()
+
+    async def _post(self, message: OutgoingMessage) -> httpx.Response:
+        url = self.base_url + message.path
+        try:
+            return await self._carrier.post(url, content=message.body, headers=message.headers)
+        except httpx.HTTPError as exc:
+            raise _carrier_error(exc, url, self.carrier) from None
+
+    async def handshake(self) -> SessionInfo:
+        binding = self._new_binding()
+        message: OutgoingMessage | None = binding.start()
+        while message is not None:
+            response = await self._post(message)
+            message = binding.receive(response.status_code, _headers(response), response.content)
+        return binding.session.info
+
+    async def request_inner(self, request: InnerRequest) -> InnerResponse:
+        binding = self._require_binding()
+        serialize = self._records_lock if binding.mode is Mode.RECORDS else None
+        async with serialize or contextlib.nullcontext():
+            message, token = binding.wrap_request(request)
+            response = await self._post(message)
+            return binding.unwrap_response(
+                token, request.method, response.status_code, _headers(response), response.content
+            )
+
+
+class ATLSTransport(httpx.BaseTransport):
+    """An httpx transport that sends each request through an ATLS session."""
+
+    def __init__(self, client: ATLSClient) -> None:
+        self.client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return _httpx_from_inner(self.client.request_inner(_inner_from_httpx(request)), request)
+
+
+class AsyncATLSTransport(httpx.AsyncBaseTransport):
+    def __init__(self, client: AsyncATLSClient) -> None:
+        self.client = client
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        inner = await self.client.request_inner(_inner_from_httpx(request))
+        return _httpx_from_inner(inner, request)

@@ -1,0 +1,1 @@
+"""The ATLS service: the ATLS endpoint, session store and APIs."""

@@ -1,0 +1,100 @@
+"""The ASGI application: ATLS endpoint + the service's own API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from atls.http_binding import LEGACY_PATH, WELL_KNOWN_PATH
+from atls.keys import ExporterSettings
+from atls.pki import Identity, PKIDirectory
+from atls.session import Role, TLSConfig, TLSVersion
+
+from .api import api_routes
+from .endpoint import ATLSEndpoint
+from .logs import log_event
+from .store import SessionLimits, SessionStore
+
+SWEEP_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the service needs: its identity, whom it trusts, and its limits."""
+
+    identity: Identity
+    client_anchors: bytes | None
+    require_client_certificate: bool = True
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    min_version: TLSVersion = TLSVersion.TLS1_2
+    max_version: TLSVersion = TLSVersion.TLS1_3
+
+    @classmethod
+    def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
+        """Service certificate from ``root``; devices must chain to its vendor CA."""
+        pki = PKIDirectory(Path(root))
+        return cls(
+            identity=pki.service(),
+            client_anchors=pki.vendor_ca().cert_pem,
+            **kwargs,
+        )
+
+    def tls_config(self) -> TLSConfig:
+        return TLSConfig(
+            Role.SERVER,
+            identity=self.identity,
+            trust_anchors=self.client_anchors,
+            require_client_certificate=self.require_client_certificate,
+            min_version=self.min_version,
+            max_version=self.max_version,
+        )
+
+
+def create_app(settings: ServiceSettings) -> Starlette:
+    store = SessionStore(settings.limits)
+    endpoint_holder: dict[str, ATLSEndpoint] = {}
+
+    def health() -> dict[str, Any]:
+        endpoint = endpoint_holder["endpoint"]
+        return {"store": store.stats(), "counters": dict(endpoint.counters)}
+
+    api = Starlette(routes=api_routes(health))
+    endpoint = ATLSEndpoint(settings.tls_config().build(), store, api, settings.exporter)
+    endpoint_holder["endpoint"] = endpoint
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def sweeper() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_INTERVAL)
+                gone = store.sweep()
+                if gone:
+                    log_event("atls.expired", sessions=gone)
+
+        task = asyncio.create_task(sweeper())
+        log_event("service.started", limits=settings.limits.__dict__)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log_event("service.stopped", **health())
+
+    routes = [
+        Route(WELL_KNOWN_PATH, endpoint.handle, methods=["POST"]),
+        Route(LEGACY_PATH, endpoint.handle, methods=["POST"]),
+        *api_routes(health),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.store = store
+    app.state.endpoint = endpoint
+    return app
