@@ -27,7 +27,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
-from .keys import ExportedKeys, ExporterSettings, export_keys
+from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_keys
 from .protection import CONTENT_CODING, ClientProtector
 from .session import (
     ApplicationData,
@@ -240,8 +240,12 @@ class ClientBinding:
         if not self.session.handshake_complete:
             raise SessionStateError("handshake stalled: nothing to send and not complete")
         self._finished = True
-        if self.mode is Mode.EXPORT:
+        try:
             self.keys = export_keys(self.session, self.exporter)
+        except UnsupportedSuiteError:
+            if self.mode is Mode.EXPORT:
+                raise
+        if self.mode is Mode.EXPORT and self.keys is not None:
             self._protector = ClientProtector(self.keys)
         return None
 

@@ -234,10 +234,10 @@ class TLSContext:
             ctx.set_cipher_list(config.tls12_cipher_list.encode())
         if config.identity is not None:
             chain = config.identity.chain
-            ctx.use_certificate(crypto.X509.from_cryptography(chain[0]))
+            ctx.use_certificate(chain[0])
             for extra in chain[1:]:
-                ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-            ctx.use_privatekey(crypto.PKey.from_cryptography_key(config.identity.private_key))
+                ctx.add_extra_chain_cert(extra)
+            ctx.use_privatekey(config.identity.private_key)
             ctx.check_privatekey()
         if config.trust_anchors:
             store = ctx.get_cert_store()
@@ -310,18 +310,26 @@ def _name_matches(cert: x509.Certificate, name: str) -> bool:
 def _verify_callback(
     conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int
 ) -> bool:
-    """Record why verification failed; check the leaf's name if OpenSSL cannot."""
+    """Record why verification failed; check the leaf's name if OpenSSL cannot.
+
+    It must never raise: pyOpenSSL would re-raise the exception from the
+    handshake call instead of a TLS error (a corrupt certificate did that).
+    """
     session = conn.get_app_data()
     if not isinstance(session, ATLSSession):
         return bool(ok)
-    name = session.expected_name
-    if depth == 0 and name is not None and not _name_matches(cert.to_cryptography(), name):
-        session._verify_failure = f"certificate does not match the expected name {name!r}"
-        return False
-    if not ok:
-        subject = cert.to_cryptography().subject.rfc4514_string()
-        what = _VERIFY_ERRORS.get(errnum, f"X509 verify error {errnum}")
-        session._verify_failure = f"{what} (depth {depth}: {subject})"
+    try:
+        name = session.expected_name
+        if depth == 0 and name is not None and not _name_matches(cert.to_cryptography(), name):
+            session._verify_failure = f"certificate does not match the expected name {name!r}"
+            return False
+        if not ok:
+            subject = cert.to_cryptography().subject.rfc4514_string()
+            what = _VERIFY_ERRORS.get(errnum, f"X509 verify error {errnum}")
+            session._verify_failure = f"{what} (depth {depth}: {subject})"
+            return False
+    except Exception as exc:  # noqa: BLE001 - a malformed certificate from the peer
+        session._verify_failure = f"unreadable peer certificate at depth {depth}: {exc}"
         return False
     return True
 

@@ -1,0 +1,59 @@
+"""``atls-testbed``: the testbed's front door (PKI, demo, and later scenarios)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
+
+from .processes import ProcessError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atls-testbed", description="Application-Layer TLS testbed")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pki = sub.add_parser("pki", help="test PKI")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True)
+    init = pki_sub.add_parser("init", help="create what is missing of a test PKI (idempotent)")
+    init.add_argument("dir", type=Path, nargs="?", default=Path("pki"))
+    init.add_argument("--devices", type=int, default=1,
+                      help="number of device identities device-0001.. (default 1)")
+    init.add_argument("--serial", action="append", default=[],
+                      help="an extra device serial (repeatable)")
+    init.add_argument("--service-name", action="append",
+                      help=f"service certificate name (repeatable; default {DEFAULT_SERVICE_NAMES})")
+
+    demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
+    demo.add_argument("--pki", type=Path, default=Path("pki"))
+    demo.add_argument("--report-dir", type=Path, default=Path("reports/demo"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "pki":
+            if args.devices < 0:
+                raise PKIError("--devices must be 0 or more")
+            serials = [f"device-{i:04d}" for i in range(1, args.devices + 1)] + args.serial
+            pki = init_pki(args.dir, service_names=args.service_name or DEFAULT_SERVICE_NAMES,
+                           device_serials=serials)
+            print(f"test PKI in {pki.root}: created {', '.join(pki.created) or 'nothing (all present)'}")
+            print(f"  vendor CA   {pki.vendor_ca_cert}\n  service     {pki.service_cert}")
+            print(f"  devices     {len(pki.device_serials())} in {pki.root / 'devices'}")
+            return 0
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args.pki, args.report_dir)
+    except (PKIError, ProcessError, OSError) as exc:
+        print(f"atls-testbed: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Start and stop the testbed's real processes on loopback.
+
+Used by the demo, the tests and (later) the local scenario engine, so every
+one of them exercises the same command lines users run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ProcessError(RuntimeError):
+    """A testbed process failed to start or died."""
+
+
+@dataclass
+class ManagedProcess:
+    """A child process whose output goes to a log file, stopped with SIGTERM."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen(
+            list(self.argv), stdout=log, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def wait_http_ok(url: str, proc: ManagedProcess, timeout: float = 30.0,
+                 cafile: str | None = None) -> None:
+    """Poll ``url`` until it answers 200, the process dies, or time runs out."""
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("https") else None
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise ProcessError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise ProcessError(f"{proc.name} not healthy at {url} after {timeout:.0f}s ({last}):\n"
+                       f"{proc.log_tail()}")
+
+
+def _bin(name: str) -> str:
+    """The console script next to this interpreter (works in any venv)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class ServiceProcess:
+    """``atls-service`` on a loopback port."""
+
+    pki: Path
+    log_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    plain_http: bool = False
+    extra_args: Sequence[str] = ()
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "http" if self.plain_http else "https"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServiceProcess:
+        self.port = self.port or free_port(self.host)
+        argv = [_bin("atls-service"), "--pki", str(self.pki), "--host", self.host,
+                "--port", str(self.port), *self.extra_args]
+        if self.plain_http:
+            argv.append("--plain-http")
+        self.process = ManagedProcess("atls-service", argv, self.log_dir / "service.log")
+        self.process.start()
+        cafile = None if self.plain_http else str(self.pki / "vendor-ca.pem")
+        try:
+            wait_http_ok(self.url + "/healthz", self.process, timeout, cafile)
+        except ProcessError:
+            self.process.stop()
+            raise
+        return self
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
