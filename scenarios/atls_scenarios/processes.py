@@ -141,3 +141,71 @@ class ServiceProcess:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+
+
+def wait_port(host: str, port: int, proc: ManagedProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise ProcessError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise ProcessError(f"{proc.name} not listening on {host}:{port} after {timeout:.0f}s:\n"
+                       f"{proc.log_tail()}")
+
+
+@dataclass
+class MitmdumpProcess:
+    """A real mitmdump in explicit proxy mode on loopback.
+
+    ``intercept=False`` makes it a plain CONNECT forward proxy (it ignores
+    every host); otherwise it intercepts network TLS with its own CA, trusting
+    ``upstream_ca`` for the connection onward to the service.
+    """
+
+    confdir: Path
+    log_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    intercept: bool = True
+    upstream_ca: Path | None = None
+    extra_args: Sequence[str] = ()
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def start(self, timeout: float = 30.0) -> MitmdumpProcess:
+        self.port = self.port or free_port(self.host)
+        argv = [_bin("mitmdump"), "--listen-host", self.host, "--listen-port", str(self.port),
+                "--set", f"confdir={self.confdir}", "--set", "termlog_verbosity=info"]
+        if not self.intercept:
+            argv += ["--ignore-hosts", ".*"]
+        if self.upstream_ca:
+            argv += ["--set", f"ssl_verify_upstream_trusted_ca={self.upstream_ca}"]
+        argv += list(self.extra_args)
+        name = "mitmdump" if self.intercept else "mitmdump-tunnel"
+        self.process = ManagedProcess(name, argv, self.log_dir / f"{name}-{self.port}.log")
+        self.process.start()
+        try:
+            wait_port(self.host, self.port, self.process, timeout)
+        except ProcessError:
+            self.process.stop()
+            raise
+        return self
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+    def __enter__(self) -> MitmdumpProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

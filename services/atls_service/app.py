@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from atls.http_binding import LEGACY_PATH, WELL_KNOWN_PATH
+from atls.http_binding import LEGACY_PATH, WELL_KNOWN_PATH, Problem
 from atls.keys import ExporterSettings
 from atls.pki import Identity, PKIDirectory
 from atls.session import Role, TLSConfig, TLSVersion
 
 from .api import api_routes
-from .endpoint import ATLSEndpoint
+from .endpoint import ATLSEndpoint, problem_response
 from .logs import log_event
 from .store import SessionLimits, SessionStore
 
@@ -58,6 +61,21 @@ class ServiceSettings:
         )
 
 
+async def _http_problem(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 as problem documents, like every other refusal."""
+    assert isinstance(exc, HTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    detail = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 405 and request.url.path in (WELL_KNOWN_PATH, LEGACY_PATH):
+        detail += "; ATLS messages are POSTed"
+    return problem_response(
+        Problem(exc.status_code, slug, str(exc.detail), detail), dict(exc.headers or {})
+    )
+
+
+EXCEPTION_HANDLERS = {HTTPException: _http_problem}
+
+
 def create_app(settings: ServiceSettings) -> Starlette:
     store = SessionStore(settings.limits)
     endpoint_holder: dict[str, ATLSEndpoint] = {}
@@ -66,7 +84,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
         endpoint = endpoint_holder["endpoint"]
         return {"store": store.stats(), "counters": dict(endpoint.counters)}
 
-    api = Starlette(routes=api_routes(health))
+    api = Starlette(routes=api_routes(health), exception_handlers=EXCEPTION_HANDLERS)
     endpoint = ATLSEndpoint(settings.tls_config().build(), store, api, settings.exporter)
     endpoint_holder["endpoint"] = endpoint
 
@@ -94,7 +112,7 @@ def create_app(settings: ServiceSettings) -> Starlette:
         Route(LEGACY_PATH, endpoint.handle, methods=["POST"]),
         *api_routes(health),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.store = store
     app.state.endpoint = endpoint
     return app

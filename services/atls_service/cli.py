@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         "ssl_certfile": str(pki.service_cert),
         "ssl_keyfile": str(pki.service_key),
     }
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
+    # with the handlers it found; make that a plain exit 0 after a clean stop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     log_event("service.config", host=args.host, port=args.port,
               network_tls=not args.plain_http, pki=str(args.pki))
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None,
