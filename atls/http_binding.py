@@ -220,12 +220,12 @@ class ClientBinding:
                     raise exc from None
                 except (ATLSError, ValueError):
                     pass
-            raise TLSAlertError(
-                problem.detail, alert=problem.extra.get("tls_alert"), origin="peer"
-            )
+            raise TLSAlertError(problem.detail, alert=problem.extra.get("tls_alert"), origin="peer")
         raise ServiceRefusedError(problem)
 
-    def receive(self, status: int, headers: Mapping[str, str], body: bytes) -> OutgoingMessage | None:
+    def receive(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> OutgoingMessage | None:
         """Process the answer to a handshake message; return the next one, or None when done."""
         flight = self._accept(status, headers, body)
         if not self.session.handshake_complete:

@@ -97,9 +97,7 @@ def export_keys(session: ATLSSession, settings: ExporterSettings | None = None) 
     settings = settings or ExporterSettings()
     cipher = session.info.cipher
     aead = aead_for_suite(cipher)
-    material = session.export_keying_material(
-        settings.label, 2 * aead.key_length, settings.context
-    )
+    material = session.export_keying_material(settings.label, 2 * aead.key_length, settings.context)
     return ExportedKeys(
         cipher_suite=cipher,
         aead=aead,

@@ -275,6 +275,9 @@ _VERIFY_ERRORS = {
 }
 
 
+_NAME_MISMATCH = (62, 64)
+
+
 def _pin_name(conn: SSL.Connection, name: str) -> bool:
     """Make OpenSSL itself check the peer name, so a mismatch sends bad_certificate.
 
@@ -320,12 +323,19 @@ def _verify_callback(
         return bool(ok)
     try:
         name = session.expected_name
-        if depth == 0 and name is not None and not _name_matches(cert.to_cryptography(), name):
+        if (
+            depth == 0
+            and name is not None
+            and not session._name_pinned
+            and not _name_matches(cert.to_cryptography(), name)
+        ):
             session._verify_failure = f"certificate does not match the expected name {name!r}"
             return False
         if not ok:
             subject = cert.to_cryptography().subject.rfc4514_string()
             what = _VERIFY_ERRORS.get(errnum, f"X509 verify error {errnum}")
+            if errnum in _NAME_MISMATCH:
+                what = f"certificate does not match the expected name {name!r}"
             session._verify_failure = f"{what} (depth {depth}: {subject})"
             return False
     except Exception as exc:  # noqa: BLE001 - a malformed certificate from the peer
@@ -377,6 +387,7 @@ class ATLSSession:
         self.context = context
         self.role = context.config.role
         self.expected_name = server_name or context.config.server_name
+        self._name_pinned = False
         self._conn = SSL.Connection(context.ssl_context, None)
         self._conn.set_app_data(self)
         if self.role is Role.CLIENT:
@@ -384,7 +395,7 @@ class ATLSSession:
                 if not _is_ip(self.expected_name):
                     self._conn.set_tlsext_host_name(self.expected_name.encode("idna"))
                 if context.config.verify_peer:
-                    _pin_name(self._conn, self.expected_name)
+                    self._name_pinned = _pin_name(self._conn, self.expected_name)
             self._conn.set_connect_state()
         else:
             self._conn.set_accept_state()

@@ -36,24 +36,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pki", type=Path, default=Path("pki"), help="test PKI directory (./pki)")
     p.add_argument("--device", help="device serial whose identity to use (default: first in PKI)")
     p.add_argument("--no-client-cert", action="store_true", help="present no device certificate")
-    p.add_argument("--anchor", type=Path,
-                   help="trust anchor for the ATLS service (default: PKI vendor CA)")
+    p.add_argument(
+        "--anchor", type=Path, help="trust anchor for the ATLS service (default: PKI vendor CA)"
+    )
     p.add_argument("--server-name", help="name the ATLS service must prove (default: URL host)")
-    p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPORT.value,
-                   help="application data: export (RFC 8188, default) or records (TLS records)")
-    p.add_argument("--draft00", action="store_true",
-                   help="use draft-00's POST /atls with application/atls+octet-stream")
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.EXPORT.value,
+        help="application data: export (RFC 8188, default) or records (TLS records)",
+    )
+    p.add_argument(
+        "--draft00",
+        action="store_true",
+        help="use draft-00's POST /atls with application/atls+octet-stream",
+    )
     p.add_argument("--tls-version", choices=["1.2", "1.3"], help="pin the ATLS TLS version")
     p.add_argument("--exporter-label", default=DEFAULT_EXPORTER_LABEL)
     p.add_argument("--exporter-context", choices=["absent", "empty"], default="absent")
     carrier = p.add_argument_group("carrier (the network connection that carries ATLS)")
     carrier.add_argument("--proxy", help="HTTP forward proxy URL, e.g. http://127.0.0.1:8080")
-    carrier.add_argument("--network-ca", type=Path,
-                         help="CA bundle to validate network TLS (default: system store)")
-    carrier.add_argument("--no-network-tls-verify", action="store_true",
-                         help="accept any network TLS certificate for ATLS messages only "
-                              "(a middlebox the device cannot validate yet); ATLS still "
-                              "authenticates the service end to end")
+    carrier.add_argument(
+        "--network-ca", type=Path, help="CA bundle to validate network TLS (default: system store)"
+    )
+    carrier.add_argument(
+        "--no-network-tls-verify",
+        action="store_true",
+        help="accept any network TLS certificate for ATLS messages only "
+        "(a middlebox the device cannot validate yet); ATLS still "
+        "authenticates the service end to end",
+    )
     carrier.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
     req = p.add_argument_group("the request sent over ATLS")
     req.add_argument("--request", default="GET /api/whoami", help="'METHOD /path'")
@@ -69,8 +81,10 @@ def _config(args: argparse.Namespace) -> TLSConfig:
     if not args.no_client_cert:
         serial = args.device or next(iter(pki.device_serials()), None)
         if serial is None:
-            raise PKIError(f"no device identities in {pki.root / 'devices'}; "
-                           "run 'atls-testbed pki init' or pass --no-client-cert")
+            raise PKIError(
+                f"no device identities in {pki.root / 'devices'}; "
+                "run 'atls-testbed pki init' or pass --no-client-cert"
+            )
         identity = pki.device(serial)
     anchor_path = args.anchor or pki.vendor_ca_cert
     try:
@@ -110,7 +124,9 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     elif args.network_ca:
         verify = args.network_ca
     carrier = CarrierSettings(proxy=args.proxy, network_tls_verify=verify, timeout=args.timeout)
-    exporter = ExporterSettings(args.exporter_label, None if args.exporter_context == "absent" else b"")
+    exporter = ExporterSettings(
+        args.exporter_label, None if args.exporter_context == "absent" else b""
+    )
     stage = "handshake"
     try:
         with ATLSClient(
@@ -140,8 +156,12 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     except CarrierError as exc:
         return EXIT_CARRIER, {**report, "error": str(exc), "stage": stage}
     except ServiceRefusedError as exc:
-        return EXIT_REFUSED, {**report, "error": str(exc), "stage": stage,
-                              "problem": exc.problem.to_dict()}
+        return EXIT_REFUSED, {
+            **report,
+            "error": str(exc),
+            "stage": stage,
+            "problem": exc.problem.to_dict(),
+        }
     except (ATLSError, InnerHTTPError) as exc:
         return EXIT_TLS, {**report, "error": str(exc), "stage": stage}
     report["request"] = f"{inner.method} {inner.target}"
@@ -164,8 +184,17 @@ def render(code: int, report: dict[str, Any]) -> str:
     session = report.get("session")
     if session:
         lines.append(f"ATLS session established with {report['url']}")
-        for key in ("version", "cipher", "peer", "mode", "variant", "exporter_label",
-                    "exporter_context", "exporter_fingerprint", "handshake_round_trips"):
+        for key in (
+            "version",
+            "cipher",
+            "peer",
+            "mode",
+            "variant",
+            "exporter_label",
+            "exporter_context",
+            "exporter_fingerprint",
+            "handshake_round_trips",
+        ):
             lines.append(f"  {key.replace('_', ' '):<22} {session[key]}")
     if "response" in report:
         response = report["response"]
@@ -182,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code, report = run(args)
     except Exception as exc:  # noqa: BLE001 - last line of defence: say what broke
-        code, report = EXIT_UNEXPECTED, {"url": args.url, "stage": "internal",
-                                         "error": f"{type(exc).__name__}: {exc}"}
+        code, report = (
+            EXIT_UNEXPECTED,
+            {"url": args.url, "stage": "internal", "error": f"{type(exc).__name__}: {exc}"},
+        )
     report["exit_code"] = code
     if args.json:
         print(json.dumps(report, indent=2))

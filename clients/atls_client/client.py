@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +47,16 @@ class CarrierSettings:
             verify = ssl.create_default_context(cafile=str(self.network_tls_verify))
         else:
             verify = self.network_tls_verify
-        return {"proxy": self.proxy, "verify": verify, "timeout": self.timeout, "trust_env": False}
+        # The binding owns the session cookie; a jar would send an old session's
+        # cookie with a new ClientHello, so the carrier stores none.
+        no_jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        return {
+            "proxy": self.proxy,
+            "verify": verify,
+            "timeout": self.timeout,
+            "trust_env": False,
+            "cookies": no_jar,
+        }
 
 
 def _carrier_error(exc: httpx.HTTPError, url: str, settings: CarrierSettings) -> CarrierError:
@@ -95,8 +105,8 @@ class _ClientBase:
         self.variant = variant
         self.exporter = exporter
         self.carrier = carrier or CarrierSettings()
-        self.server_name = server_name or self.context.config.server_name or (
-            urlsplit(self.base_url).hostname
+        self.server_name = (
+            server_name or self.context.config.server_name or (urlsplit(self.base_url).hostname)
         )
         self.binding: ClientBinding | None = None
 

@@ -19,12 +19,20 @@ def build_parser() -> argparse.ArgumentParser:
     pki_sub = pki.add_subparsers(dest="pki_command", required=True)
     init = pki_sub.add_parser("init", help="create what is missing of a test PKI (idempotent)")
     init.add_argument("dir", type=Path, nargs="?", default=Path("pki"))
-    init.add_argument("--devices", type=int, default=1,
-                      help="number of device identities device-0001.. (default 1)")
-    init.add_argument("--serial", action="append", default=[],
-                      help="an extra device serial (repeatable)")
-    init.add_argument("--service-name", action="append",
-                      help=f"service certificate name (repeatable; default {DEFAULT_SERVICE_NAMES})")
+    init.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="number of device identities device-0001.. (default 1)",
+    )
+    init.add_argument(
+        "--serial", action="append", default=[], help="an extra device serial (repeatable)"
+    )
+    init.add_argument(
+        "--service-name",
+        action="append",
+        help=f"service certificate name (repeatable; default {DEFAULT_SERVICE_NAMES})",
+    )
 
     demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
     demo.add_argument("--pki", type=Path, default=Path("pki"))
@@ -39,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.devices < 0:
                 raise PKIError("--devices must be 0 or more")
             serials = [f"device-{i:04d}" for i in range(1, args.devices + 1)] + args.serial
-            pki = init_pki(args.dir, service_names=args.service_name or DEFAULT_SERVICE_NAMES,
-                           device_serials=serials)
-            print(f"test PKI in {pki.root}: created {', '.join(pki.created) or 'nothing (all present)'}")
+            pki = init_pki(
+                args.dir,
+                service_names=args.service_name or DEFAULT_SERVICE_NAMES,
+                device_serials=serials,
+            )
+            created = ", ".join(pki.created) or "nothing (all present)"
+            print(f"test PKI in {pki.root}: created {created}")
             print(f"  vendor CA   {pki.vendor_ca_cert}\n  service     {pki.service_cert}")
             print(f"  devices     {len(pki.device_serials())} in {pki.root / 'devices'}")
             return 0

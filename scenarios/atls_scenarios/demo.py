@@ -43,14 +43,19 @@ def run_demo(pki_dir: Path, report_dir: Path, say: Callable[[str], None] = print
                 )
                 response = client.http.get("/api/hello")
                 body = response.json()
-                ok = (response.status_code == 200 and body.get("atls") is True
-                      and body.get("mode") == mode.value
-                      and body.get("exporter_fingerprint") == (
-                          binding.keys.fingerprint if binding.keys else None))
+                mine = binding.keys.fingerprint if binding.keys else None
+                same_keys = body.get("exporter_fingerprint") == mine
+                ok = (
+                    response.status_code == 200
+                    and body.get("atls") is True
+                    and body.get("mode") == mode.value
+                    and same_keys
+                )
                 failures += not ok
-                say(f"      GET /api/hello over ATLS -> {response.status_code}: "
+                say(
+                    f"      GET /api/hello over ATLS -> {response.status_code}: "
                     f"{body.get('message')!r}; the service saw peer {body.get('peer')}, "
-                    f"same exporter fingerprint: "
-                    f"{body.get('exporter_fingerprint') == (binding.keys.fingerprint if binding.keys else None)}")
+                    f"same exporter fingerprint: {same_keys}"
+                )
     say("demo " + ("passed" if not failures else f"FAILED ({failures} checks)"))
     return 1 if failures else 0

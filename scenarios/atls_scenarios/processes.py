@@ -46,7 +46,10 @@ class ManagedProcess:
         log = self.log_path.open("wb")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(
-            list(self.argv), stdout=log, stderr=subprocess.STDOUT, env=env,
+            list(self.argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -73,8 +76,9 @@ class ManagedProcess:
         return self.proc.returncode
 
 
-def wait_http_ok(url: str, proc: ManagedProcess, timeout: float = 30.0,
-                 cafile: str | None = None) -> None:
+def wait_http_ok(
+    url: str, proc: ManagedProcess, timeout: float = 30.0, cafile: str | None = None
+) -> None:
     """Poll ``url`` until it answers 200, the process dies, or time runs out."""
     context = ssl.create_default_context(cafile=cafile) if url.startswith("https") else None
     deadline = time.monotonic() + timeout
@@ -89,8 +93,9 @@ def wait_http_ok(url: str, proc: ManagedProcess, timeout: float = 30.0,
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.1)
-    raise ProcessError(f"{proc.name} not healthy at {url} after {timeout:.0f}s ({last}):\n"
-                       f"{proc.log_tail()}")
+    raise ProcessError(
+        f"{proc.name} not healthy at {url} after {timeout:.0f}s ({last}):\n{proc.log_tail()}"
+    )
 
 
 def _bin(name: str) -> str:
@@ -118,8 +123,16 @@ class ServiceProcess:
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         self.port = self.port or free_port(self.host)
-        argv = [_bin("atls-service"), "--pki", str(self.pki), "--host", self.host,
-                "--port", str(self.port), *self.extra_args]
+        argv = [
+            _bin("atls-service"),
+            "--pki",
+            str(self.pki),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
         if self.plain_http:
             argv.append("--plain-http")
         self.process = ManagedProcess("atls-service", argv, self.log_dir / "service.log")
@@ -151,8 +164,9 @@ def wait_port(host: str, port: int, proc: ManagedProcess, timeout: float = 30.0)
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
         time.sleep(0.1)
-    raise ProcessError(f"{proc.name} not listening on {host}:{port} after {timeout:.0f}s:\n"
-                       f"{proc.log_tail()}")
+    raise ProcessError(
+        f"{proc.name} not listening on {host}:{port} after {timeout:.0f}s:\n{proc.log_tail()}"
+    )
 
 
 @dataclass
@@ -183,8 +197,17 @@ class MitmdumpProcess:
 
     def start(self, timeout: float = 30.0) -> MitmdumpProcess:
         self.port = self.port or free_port(self.host)
-        argv = [_bin("mitmdump"), "--listen-host", self.host, "--listen-port", str(self.port),
-                "--set", f"confdir={self.confdir}", "--set", "termlog_verbosity=info"]
+        argv = [
+            _bin("mitmdump"),
+            "--listen-host",
+            self.host,
+            "--listen-port",
+            str(self.port),
+            "--set",
+            f"confdir={self.confdir}",
+            "--set",
+            "termlog_verbosity=info",
+        ]
         if not self.intercept:
             argv += ["--ignore-hosts", ".*"]
         if self.upstream_ca:

@@ -21,20 +21,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="atls-service",
         description="Serve ATLS (POST /.well-known/atls and draft-00 /atls) plus a demo API.",
     )
-    p.add_argument("--pki", type=Path, default=Path("pki"),
-                   help="test PKI directory (created if missing; default: ./pki)")
+    p.add_argument(
+        "--pki",
+        type=Path,
+        default=Path("pki"),
+        help="test PKI directory (created if missing; default: ./pki)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8443, help="listen port (default 8443)")
-    p.add_argument("--plain-http", action="store_true",
-                   help="serve plain HTTP instead of network TLS (e.g. behind a gateway)")
-    p.add_argument("--no-client-auth", action="store_true",
-                   help="do not demand a device certificate in the ATLS handshake")
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve plain HTTP instead of network TLS (e.g. behind a gateway)",
+    )
+    p.add_argument(
+        "--no-client-auth",
+        action="store_true",
+        help="do not demand a device certificate in the ATLS handshake",
+    )
     p.add_argument("--tls-max", default="1.3", help="highest ATLS TLS version (1.2 or 1.3)")
     p.add_argument("--tls-min", default="1.2", help="lowest ATLS TLS version (1.2 or 1.3)")
-    p.add_argument("--exporter-label", default=DEFAULT_EXPORTER_LABEL,
-                   help=f"exporter label (default {DEFAULT_EXPORTER_LABEL})")
-    p.add_argument("--exporter-context", choices=["absent", "empty"], default="absent",
-                   help="exporter context: absent (default, portable) or empty")
+    p.add_argument(
+        "--exporter-label",
+        default=DEFAULT_EXPORTER_LABEL,
+        help=f"exporter label (default {DEFAULT_EXPORTER_LABEL})",
+    )
+    p.add_argument(
+        "--exporter-context",
+        choices=["absent", "empty"],
+        default="absent",
+        help="exporter context: absent (default, portable) or empty",
+    )
     d = SessionLimits()
     p.add_argument("--max-handshakes", type=int, default=d.max_handshakes)
     p.add_argument("--max-handshakes-per-client", type=int, default=d.max_handshakes_per_client)
@@ -74,18 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    tls = {} if args.plain_http else {
-        "ssl_certfile": str(pki.service_cert),
-        "ssl_keyfile": str(pki.service_key),
-    }
+    certfile = None if args.plain_http else str(pki.service_cert)
+    keyfile = None if args.plain_http else str(pki.service_key)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
     # with the handlers it found; make that a plain exit 0 after a clean stop.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))
-    log_event("service.config", host=args.host, port=args.port,
-              network_tls=not args.plain_http, pki=str(args.pki))
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=5, **tls)
+    log_event(
+        "service.config",
+        host=args.host,
+        port=args.port,
+        network_tls=not args.plain_http,
+        pki=str(args.pki),
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
     return 0
 
 

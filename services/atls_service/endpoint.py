@@ -56,7 +56,9 @@ class _BodyTooLarge(Exception):
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        problem.to_json(), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE,
+        problem.to_json(),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
 
@@ -209,7 +211,9 @@ class ATLSEndpoint:
         except NotTLSError as exc:
             if not entry.established and entry.flights == 1:
                 self.store.remove(entry, "not tls")
-            return self._refuse(Problem(400, "not-tls", "body is not TLS", str(exc)), request, entry)
+            return self._refuse(
+                Problem(400, "not-tls", "body is not TLS", str(exc)), request, entry
+            )
         except IncompleteFlightError as exc:
             if not entry.established:
                 self.store.remove(entry, "incomplete flight")
@@ -296,7 +300,9 @@ class ATLSEndpoint:
         try:
             inner = decode_request(data)
         except InnerHTTPError as exc:
-            log_event("atls.inner_malformed", logging.WARNING, session=entry.public_id, error=str(exc))
+            log_event(
+                "atls.inner_malformed", logging.WARNING, session=entry.public_id, error=str(exc)
+            )
             return InnerResponse(
                 400,
                 [("content-type", PROBLEM_MEDIA_TYPE)],
@@ -332,4 +338,3 @@ class _Refusal(Exception):
 
 def _client_host(request: Request) -> str:
     return request.client.host if request.client else "unknown"
-

@@ -19,8 +19,18 @@ from tests.conftest import client_config
 pytestmark = pytest.mark.integration
 
 # Small limits so floods and expiry are quick to reach; bounded by design.
-LIMITED_ARGS = ["--max-handshakes", "8", "--max-handshakes-per-client", "3",
-                "--handshake-ttl", "3", "--idle-ttl", "3", "--max-flight-bytes", "8192"]
+LIMITED_ARGS = [
+    "--max-handshakes",
+    "8",
+    "--max-handshakes-per-client",
+    "3",
+    "--handshake-ttl",
+    "3",
+    "--idle-ttl",
+    "3",
+    "--max-flight-bytes",
+    "8192",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +63,9 @@ def mitm_tunnel(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def mitm_intercepting(
     pki: PKIDirectory, logs: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MitmdumpProcess]:
-    with MitmdumpProcess(tmp_path_factory.mktemp("mitm"), logs,
-                         upstream_ca=pki.vendor_ca_cert) as m:
+    with MitmdumpProcess(
+        tmp_path_factory.mktemp("mitm"), logs, upstream_ca=pki.vendor_ca_cert
+    ) as m:
         yield m
 
 
@@ -69,8 +80,13 @@ def atls_client(
     **tls: object,
 ) -> ATLSClient:
     config = client_config(pki, version, **{"server_name": "127.0.0.1", **tls})
-    return ATLSClient(url, config, mode=mode, variant=variant,
-                      carrier=carrier or CarrierSettings(network_tls_verify=pki.vendor_ca_cert))
+    return ATLSClient(
+        url,
+        config,
+        mode=mode,
+        variant=variant,
+        carrier=carrier or CarrierSettings(network_tls_verify=pki.vendor_ca_cert),
+    )
 
 
 def raw_http(pki: PKIDirectory, local_address: str | None = None) -> httpx.Client:

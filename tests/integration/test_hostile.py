@@ -32,8 +32,14 @@ def _problem(response: httpx.Response, status: int, slug: str) -> dict:
     return body
 
 
-def _post(http: httpx.Client, url: str, body: bytes, content_type: str = MEDIA_TYPE,
-          cookie: str | None = None, **headers: str) -> httpx.Response:
+def _post(
+    http: httpx.Client,
+    url: str,
+    body: bytes,
+    content_type: str = MEDIA_TYPE,
+    cookie: str | None = None,
+    **headers: str,
+) -> httpx.Response:
     http.cookies.clear()  # send only the cookie this request means to send
     hdrs = {"content-type": content_type, **headers}
     if cookie:
@@ -66,20 +72,34 @@ def test_garbage_body(pki, service, survivor):
 
 def test_wrong_content_type(pki, service, survivor):
     with raw_http(pki) as http:
-        body = _problem(_post(http, service.url, _client_hello(pki), "application/octet-stream"),
-                        415, "unsupported-media-type")
+        body = _problem(
+            _post(http, service.url, _client_hello(pki), "application/octet-stream"),
+            415,
+            "unsupported-media-type",
+        )
         assert "application/octet-stream" in body["detail"]
-        _problem(_post(http, service.url, _client_hello(pki), "text/plain; charset=utf-8"),
-                 415, "unsupported-media-type")
+        _problem(
+            _post(http, service.url, _client_hello(pki), "text/plain; charset=utf-8"),
+            415,
+            "unsupported-media-type",
+        )
         # Both drafts' types are accepted, with parameters and in any case.
         ok = _post(http, service.url, _client_hello(pki), "Application/ATLS; v=1")
         assert ok.status_code == 200 and ok.headers["content-type"] == MEDIA_TYPE
-        legacy = http.post(service.url + "/atls", content=_client_hello(pki),
-                           headers={"content-type": LEGACY_MEDIA_TYPE})
+        legacy = http.post(
+            service.url + "/atls",
+            content=_client_hello(pki),
+            headers={"content-type": LEGACY_MEDIA_TYPE},
+        )
         assert legacy.status_code == 200
         assert legacy.headers["content-type"] == LEGACY_MEDIA_TYPE
-        _problem(_post(http, service.url, _client_hello(pki), MEDIA_TYPE,
-                       **{"content-encoding": "gzip"}), 415, "unsupported-content-coding")
+        _problem(
+            _post(
+                http, service.url, _client_hello(pki), MEDIA_TYPE, **{"content-encoding": "gzip"}
+            ),
+            415,
+            "unsupported-content-coding",
+        )
 
 
 def test_wrong_method_and_path(pki, service):
@@ -98,15 +118,21 @@ def test_oversized_body(pki, service, survivor):
             for _ in range(40):
                 yield b"\x00" * 4096
 
-        streamed = http.post(service.url + "/.well-known/atls", content=chunks(),
-                             headers={"content-type": MEDIA_TYPE})
+        streamed = http.post(
+            service.url + "/.well-known/atls",
+            content=chunks(),
+            headers={"content-type": MEDIA_TYPE},
+        )
         _problem(streamed, 413, "flight-too-large")
 
 
 def test_unknown_cookie(pki, service, survivor):
     with raw_http(pki) as http:
-        body = _problem(_post(http, service.url, _client_hello(pki), cookie="forged-cookie"),
-                        404, "unknown-session")
+        body = _problem(
+            _post(http, service.url, _client_hello(pki), cookie="forged-cookie"),
+            404,
+            "unknown-session",
+        )
         assert "start a new handshake" in body["detail"]
 
 
@@ -116,8 +142,11 @@ def test_expired_cookie(pki, limited_service):
         assert first.status_code == 200
         cookie = first.cookies[SESSION_COOKIE]
         time.sleep(3.5)  # the limited service's handshake TTL is 3 s
-        body = _problem(_post(http, limited_service.url, b"\x16\x03\x03\x00\x01\x00",
-                              cookie=cookie), 410, "session-expired")
+        body = _problem(
+            _post(http, limited_service.url, b"\x16\x03\x03\x00\x01\x00", cookie=cookie),
+            410,
+            "session-expired",
+        )
         assert "handshake timeout" in body["detail"]
 
 
@@ -139,8 +168,10 @@ def test_cookie_replayed_from_another_session(pki, service, survivor):
 
 
 def test_records_from_another_session_end_only_that_session(pki, service, survivor):
-    with atls_client(pki, service.url, mode=Mode.RECORDS) as victim, \
-            atls_client(pki, service.url, mode=Mode.RECORDS) as other:
+    with (
+        atls_client(pki, service.url, mode=Mode.RECORDS) as victim,
+        atls_client(pki, service.url, mode=Mode.RECORDS) as other,
+    ):
         victim.handshake()
         other.handshake()
         assert other.binding is not None and victim.binding is not None
@@ -164,16 +195,26 @@ def test_export_mode_replay_and_tamper(pki, service, survivor):
 
         message, _ = client.binding.wrap_request(InnerRequest("GET", "/api/hello"))
         with raw_http(pki) as http:
-            assert http.post(service.url + message.path, content=message.body,
-                             headers=message.headers).status_code == 200
-            replay = http.post(service.url + message.path, content=message.body,
-                               headers=message.headers)
+            assert (
+                http.post(
+                    service.url + message.path, content=message.body, headers=message.headers
+                ).status_code
+                == 200
+            )
+            replay = http.post(
+                service.url + message.path, content=message.body, headers=message.headers
+            )
             _problem(replay, 400, "replayed-message")
             message2, _ = client.binding.wrap_request(InnerRequest("GET", "/api/hello"))
             tampered = bytearray(message2.body)
             tampered[-1] ^= 0x40
-            _problem(http.post(service.url + message.path, content=bytes(tampered),
-                               headers=message2.headers), 400, "protection-failed")
+            _problem(
+                http.post(
+                    service.url + message.path, content=bytes(tampered), headers=message2.headers
+                ),
+                400,
+                "protection-failed",
+            )
         # Neither a replay nor a forgery hurts the export-mode session.
         assert client.http.get("/api/hello").status_code == 200
 
@@ -182,8 +223,13 @@ def test_protected_message_before_handshake_end(pki, service):
     with raw_http(pki) as http:
         first = _post(http, service.url, _client_hello(pki))
         cookie = first.cookies[SESSION_COOKIE]
-        _problem(_post(http, service.url, b"\x00" * 40, cookie=cookie,
-                       **{"content-encoding": "aes128gcm"}), 409, "handshake-not-finished")
+        _problem(
+            _post(
+                http, service.url, b"\x00" * 40, cookie=cookie, **{"content-encoding": "aes128gcm"}
+            ),
+            409,
+            "handshake-not-finished",
+        )
 
 
 def test_malformed_inner_request_gets_an_inner_400(pki, service, survivor):
@@ -194,15 +240,15 @@ def test_malformed_inner_request_gets_an_inner_400(pki, service, survivor):
         binding.session.send(b"NOT HTTP AT ALL\r\n\r\n")
         message = binding._message(binding.session.data_to_send())
         with raw_http(pki) as http:
-            answer = http.post(service.url + message.path, content=message.body,
-                               headers=message.headers)
+            answer = http.post(
+                service.url + message.path, content=message.body, headers=message.headers
+            )
         assert answer.status_code == 200
         from atls.inner_http import decode_response
         from atls.session import ApplicationData
 
         events = binding.session.receive_data(answer.content)
-        inner = decode_response(b"".join(e.data for e in events
-                                         if isinstance(e, ApplicationData)))
+        inner = decode_response(b"".join(e.data for e in events if isinstance(e, ApplicationData)))
         assert inner.status == 400 and b"inner-http-malformed" in inner.body
         assert client.http.get("/api/hello").status_code == 200
 
@@ -267,11 +313,16 @@ def test_hostile_mix_leaves_only_documented_statuses(pki, service, survivor):
             elif kind == 3:
                 r = _post(http, service.url, hello, rng.choice(["", "x/y", "application/json"]))
             elif kind == 4:
-                r = _post(http, service.url, b"\x17\x03\x03\x00\x10" + rng.randbytes(16),
-                          **{"content-encoding": rng.choice(["aes128gcm", "br"])})
+                r = _post(
+                    http,
+                    service.url,
+                    b"\x17\x03\x03\x00\x10" + rng.randbytes(16),
+                    **{"content-encoding": rng.choice(["aes128gcm", "br"])},
+                )
             else:
-                r = http.request(rng.choice(["PUT", "DELETE", "GET"]),
-                                 service.url + "/.well-known/atls")
+                r = http.request(
+                    rng.choice(["PUT", "DELETE", "GET"]), service.url + "/.well-known/atls"
+                )
             statuses[r.status_code] += 1
             if r.status_code != 200:
                 assert r.headers["content-type"] == "application/problem+json", r.text

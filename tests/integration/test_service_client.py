@@ -31,8 +31,9 @@ def test_handshake_and_requests(pki, service, mode, version, variant):
         assert "device-0001" in whoami["peer"]
         assert whoami["exporter_fingerprint"] == client.binding.keys.fingerprint
         payload = bytes(range(256)) * 100
-        echo = client.http.post("/api/echo", content=payload,
-                                headers={"content-type": "application/octet-stream"})
+        echo = client.http.post(
+            "/api/echo", content=payload, headers={"content-type": "application/octet-stream"}
+        )
         assert echo.status_code == 200 and echo.content == payload
         missing = client.http.get("/api/nothing-here")
         assert missing.status_code == 404
@@ -56,11 +57,22 @@ async def test_async_client_concurrent_requests(pki, service, mode):
         await client.handshake()
         bodies = [f"request {i}".encode() for i in range(20)]
         responses = await asyncio.gather(
-            *(client.http.post("/api/echo", content=b) for b in bodies))
+            *(client.http.post("/api/echo", content=b) for b in bodies)
+        )
         assert [r.content for r in responses] == bodies
 
 
-def test_records_mode_piggyback_is_optional(pki, service):
+def test_repeated_handshakes_on_one_client_open_new_sessions(pki, service):
+    """Regression: the carrier's cookie jar sent the old cookie with a new ClientHello."""
+    with atls_client(pki, service.url) as client:
+        seen = set()
+        for _ in range(3):
+            client.handshake()
+            seen.add(client.http.get("/api/whoami").json()["session"])
+        assert len(seen) == 3
+
+
+def test_sessions_side_by_side_stay_independent(pki, service):
     """Several sessions side by side stay independent."""
     clients = [atls_client(pki, service.url, mode=m) for m in (Mode.RECORDS, Mode.EXPORT)]
     try:
@@ -97,7 +109,8 @@ def test_through_an_intercepting_proxy_needs_explicit_consent(pki, service, mitm
         info = client.handshake()
         assert info.peer_subject == "CN=atls-service"
         assert client.http.post("/api/echo", content=b"through the middlebox").content == (
-            b"through the middlebox")
+            b"through the middlebox"
+        )
     log = mitm_intercepting.process.log_path.read_text()  # type: ignore[union-attr]
     assert "POST https://127.0.0.1" in log and "/.well-known/atls" in log
 
@@ -123,14 +136,24 @@ def test_plain_http_service_through_forward_proxy(pki, logs, mitm_intercepting):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "atls_client.cli", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "atls_client.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_success_and_exit_codes(pki, service, mitm_intercepting):
     base = ["--pki", str(pki.root), "--server-name", "127.0.0.1"]
-    ok = _cli(service.url, *base, "--network-ca", str(pki.vendor_ca_cert), "--json",
-              "--request", "POST /api/echo", "--data", "hello")
+    ok = _cli(
+        service.url,
+        *base,
+        "--network-ca",
+        str(pki.vendor_ca_cert),
+        "--json",
+        "--request",
+        "POST /api/echo",
+        "--data",
+        "hello",
+    )
     assert ok.returncode == 0, ok.stderr
     report = json.loads(ok.stdout)
     assert report["response"] == {"status": 200, "body": "hello"}
@@ -139,16 +162,29 @@ def test_cli_success_and_exit_codes(pki, service, mitm_intercepting):
     carrier = _cli(service.url, *base)  # system CAs: the test PKI is unknown
     assert carrier.returncode == 3 and "failed certificate validation" in carrier.stderr
 
-    tls = _cli(service.url, "--pki", str(pki.root), "--server-name", "wrong.example",
-               "--network-ca", str(pki.vendor_ca_cert))
+    tls = _cli(
+        service.url,
+        "--pki",
+        str(pki.root),
+        "--server-name",
+        "wrong.example",
+        "--network-ca",
+        str(pki.vendor_ca_cert),
+    )
     assert tls.returncode == 4 and "bad_certificate" in tls.stderr
 
-    refused = _cli(service.url, *base, "--no-network-tls-verify", "--proxy",
-                   mitm_intercepting.url.replace(str(mitm_intercepting.port), "1"))
+    refused = _cli(
+        service.url,
+        *base,
+        "--no-network-tls-verify",
+        "--proxy",
+        mitm_intercepting.url.replace(str(mitm_intercepting.port), "1"),
+    )
     assert refused.returncode == 3 and "via proxy" in refused.stderr
 
-    inner = _cli(service.url, *base, "--network-ca", str(pki.vendor_ca_cert),
-                 "--request", "GET /api/missing")
+    inner = _cli(
+        service.url, *base, "--network-ca", str(pki.vendor_ca_cert), "--request", "GET /api/missing"
+    )
     assert inner.returncode == 6
 
     usage = _cli(service.url, "--pki", "/nonexistent", "--network-ca", str(pki.vendor_ca_cert))
@@ -159,10 +195,20 @@ def test_cli_reports_a_refusal(pki, logs, tmp_path):
     """A middlebox that cannot reach the service answers 502: exit 5, said plainly."""
     from atls_scenarios.processes import MitmdumpProcess, ServiceProcess
 
-    with ServiceProcess(pki.root, logs / "refusal") as svc, \
-            MitmdumpProcess(tmp_path / "mitm", logs) as blind_mitm:  # trusts no vendor CA
-        result = _cli(svc.url, "--pki", str(pki.root), "--server-name", "127.0.0.1",
-                      "--proxy", blind_mitm.url, "--no-network-tls-verify")
+    with (
+        ServiceProcess(pki.root, logs / "refusal") as svc,
+        MitmdumpProcess(tmp_path / "mitm", logs) as blind_mitm,
+    ):  # trusts no vendor CA
+        result = _cli(
+            svc.url,
+            "--pki",
+            str(pki.root),
+            "--server-name",
+            "127.0.0.1",
+            "--proxy",
+            blind_mitm.url,
+            "--no-network-tls-verify",
+        )
     assert result.returncode == 5
     assert "HTTP 502" in result.stderr
 

@@ -33,8 +33,13 @@ def test_response_round_trip():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"garbage\r\n\r\n", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nhost: a\r\n"
-     b"content-length: 10\r\n\r\nshort", b"GET / HTTP/1.1\r\n" + b"x: " + b"a" * 20000 + b"\r\n\r\n"],
+    [
+        b"",
+        b"garbage\r\n\r\n",
+        b"GET / HTTP/1.1\r\n",
+        b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nshort",
+        b"GET / HTTP/1.1\r\n" + b"x: " + b"a" * 20000 + b"\r\n\r\n",
+    ],
     ids=["empty", "garbage", "no-end-of-headers", "short-body", "huge-header"],
 )
 def test_malformed_requests_are_inner_errors(data):

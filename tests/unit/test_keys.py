@@ -43,8 +43,9 @@ def _suite_pair(pki, suite: str, version: TLSVersion) -> tuple[ATLSSession, ATLS
     else:
         kw.update(tls12_cipher_list=f"{suite}:@SECLEVEL=0")
     server = TLSConfig(Role.SERVER, identity=pki.service(), **kw)  # type: ignore[arg-type]
-    client = TLSConfig(Role.CLIENT, trust_anchors=pki.vendor_ca().cert_pem,
-                       server_name="atls-service", **kw)  # type: ignore[arg-type]
+    client = TLSConfig(
+        Role.CLIENT, trust_anchors=pki.vendor_ca().cert_pem, server_name="atls-service", **kw
+    )  # type: ignore[arg-type]
     c, s = ATLSSession(client.build()), ATLSSession(server.build())
     run_handshake(c, s)
     return c, s
@@ -54,8 +55,11 @@ def _suite_pair(pki, suite: str, version: TLSVersion) -> tuple[ATLSSession, ATLS
 def test_both_ends_export_equal_keys_for_every_suite(pki, suite, version, aead):
     client, server = _suite_pair(pki, suite, version)
     assert client.info.cipher == suite
-    for settings in (ExporterSettings(), ExporterSettings(context=b""),
-                     ExporterSettings(label=DRAFT05_OSCORE_LABEL)):
+    for settings in (
+        ExporterSettings(),
+        ExporterSettings(context=b""),
+        ExporterSettings(label=DRAFT05_OSCORE_LABEL),
+    ):
         kc, ks = export_keys(client, settings), export_keys(server, settings)
         assert kc.aead is ks.aead is aead
         assert len(kc.master_secret) == len(kc.master_salt) == aead.key_length
@@ -67,12 +71,17 @@ def test_both_ends_export_equal_keys_for_every_suite(pki, suite, version, aead):
     assert raw == keys.master_secret + keys.master_salt
 
 
-@pytest.mark.parametrize(("version", "differ"), [(TLSVersion.TLS1_2, True),
-                                                  (TLSVersion.TLS1_3, False)])
+@pytest.mark.parametrize(
+    ("version", "differ"), [(TLSVersion.TLS1_2, True), (TLSVersion.TLS1_3, False)]
+)
 def test_absent_and_empty_context_differ_only_in_tls12(pki, version, differ):
-    client, server = _suite_pair(pki, *{
-        TLSVersion.TLS1_2: ("ECDHE-ECDSA-AES128-GCM-SHA256", version),
-        TLSVersion.TLS1_3: ("TLS_AES_128_GCM_SHA256", version)}[version])
+    client, server = _suite_pair(
+        pki,
+        *{
+            TLSVersion.TLS1_2: ("ECDHE-ECDSA-AES128-GCM-SHA256", version),
+            TLSVersion.TLS1_3: ("TLS_AES_128_GCM_SHA256", version),
+        }[version],
+    )
     absent = export_keys(client, ExporterSettings(context=None))
     empty = export_keys(client, ExporterSettings(context=b""))
     assert (absent.master_secret != empty.master_secret) is differ
@@ -88,10 +97,15 @@ def test_labels_give_independent_keys(pki):
 
 @pytest.mark.parametrize(
     ("name", "cose"),
-    [("TLS_AES_128_GCM_SHA256", 1), ("TLS_AES_256_GCM_SHA384", 3),
-     ("TLS_CHACHA20_POLY1305_SHA256", 24), ("TLS_AES_128_CCM_SHA256", 30),
-     ("TLS_AES_128_CCM_8_SHA256", 10), ("ECDHE-RSA-AES128-GCM-SHA256", 1),
-     ("ecdhe-ecdsa-aes128-ccm8", 10)],
+    [
+        ("TLS_AES_128_GCM_SHA256", 1),
+        ("TLS_AES_256_GCM_SHA384", 3),
+        ("TLS_CHACHA20_POLY1305_SHA256", 24),
+        ("TLS_AES_128_CCM_SHA256", 30),
+        ("TLS_AES_128_CCM_8_SHA256", 10),
+        ("ECDHE-RSA-AES128-GCM-SHA256", 1),
+        ("ecdhe-ecdsa-aes128-ccm8", 10),
+    ],
 )
 def test_suite_to_cose_mapping(name, cose):
     assert aead_for_suite(name).cose_algorithm == cose

@@ -18,8 +18,13 @@ from atls.protection import (
 
 
 def _keys(secret: bytes | None = None) -> ExportedKeys:
-    return ExportedKeys("TLS_AES_128_GCM_SHA256", AES_128_GCM, secret or os.urandom(16),
-                        os.urandom(16), ExporterSettings())
+    return ExportedKeys(
+        "TLS_AES_128_GCM_SHA256",
+        AES_128_GCM,
+        secret or os.urandom(16),
+        os.urandom(16),
+        ExporterSettings(),
+    )
 
 
 def test_round_trip_binds_response_to_request():

@@ -32,9 +32,18 @@ def test_real_flights_parse(pki, server_context):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"hello world", b"GET / HTTP/1.1\r\n\r\n", b'{"json": true}', b"\x16\x03",
-     b"\x16\x05\x01\x00\x01\x00", b"\x18\x03\x03\x00\x01\x00", b"\x16\x03\x03\x00\x00",
-     b"\x17\x03\x03\xff\xff" + b"\x00" * 70000, b"\x89PNG\r\n\x1a\n" + b"\x00" * 30],
+    [
+        b"",
+        b"hello world",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b'{"json": true}',
+        b"\x16\x03",
+        b"\x16\x05\x01\x00\x01\x00",
+        b"\x18\x03\x03\x00\x01\x00",
+        b"\x16\x03\x03\x00\x00",
+        b"\x17\x03\x03\xff\xff" + b"\x00" * 70000,
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 30,
+    ],
 )
 def test_non_tls_is_not_tls(data):
     assert not looks_like_tls(data)

@@ -29,8 +29,9 @@ from tests.conftest import DEVICE, client_config
 VERSIONS = [TLSVersion.TLS1_2, TLSVersion.TLS1_3]
 
 
-def pair(pki: PKIDirectory, server_context: TLSContext, version: TLSVersion | None = None,
-         **kw: object) -> tuple[ATLSSession, ATLSSession]:
+def pair(
+    pki: PKIDirectory, server_context: TLSContext, version: TLSVersion | None = None, **kw: object
+) -> tuple[ATLSSession, ATLSSession]:
     return ATLSSession(client_config(pki, version, **kw).build()), ATLSSession(server_context)
 
 
@@ -111,8 +112,8 @@ def test_expired_service_certificate_is_refused(pki):
     import datetime
 
     expired = pki.vendor_ca().issue_server(
-        ["atls-service"], not_after=datetime.datetime.now(datetime.UTC)
-        - datetime.timedelta(minutes=1),
+        ["atls-service"],
+        not_after=datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1),
     )
     server = ATLSSession(TLSConfig(Role.SERVER, identity=expired).build())
     client = ATLSSession(client_config(pki).build())
@@ -172,8 +173,11 @@ def test_truncated_flights_fail_cleanly(pki, server_context, version):
         for cut in cuts:
             c, s = pair(pki, server_context, version)
             with pytest.raises((IncompleteFlightError, TLSAlertError)):
-                run_handshake(c, s, lambda i, r, d, index=index, cut=cut:
-                              d[: cut(len(d))] if i == index else d)
+                run_handshake(
+                    c,
+                    s,
+                    lambda i, r, d, index=index, cut=cut: d[: cut(len(d))] if i == index else d,
+                )
 
 
 def test_dropping_the_last_record_of_a_flight_is_incomplete(pki, server_context):
@@ -241,8 +245,12 @@ def test_config_refuses_unsafe_or_impossible_settings(pki):
     with pytest.raises(ValueError, match="identity"):
         TLSConfig(Role.SERVER)
     with pytest.raises(ValueError, match="min_version"):
-        TLSConfig(Role.CLIENT, verify_peer=False, min_version=TLSVersion.TLS1_3,
-                  max_version=TLSVersion.TLS1_2)
+        TLSConfig(
+            Role.CLIENT,
+            verify_peer=False,
+            min_version=TLSVersion.TLS1_3,
+            max_version=TLSVersion.TLS1_2,
+        )
 
 
 def test_a_failed_session_refuses_further_input(pki, server_context, rogue_ca):
@@ -268,7 +276,9 @@ def test_chain_with_intermediate_is_sent_and_verified(pki, server_context):
     client, server = pair(pki, server_context, identity=chained)
     run_handshake(client, server)
     assert [c.subject for c in server.info.peer_chain[:2]] == [
-        device.certificate.subject, intermediate_identity.certificate.subject]
+        device.certificate.subject,
+        intermediate_identity.certificate.subject,
+    ]
 
 
 def _intermediate(root: CertificateAuthority) -> CertificateAuthority:
@@ -295,6 +305,7 @@ def _intermediate(root: CertificateAuthority) -> CertificateAuthority:
         .sign(root.identity.private_key, hashes.SHA256())
     )
     pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return CertificateAuthority(Identity(pem, key_pem))
