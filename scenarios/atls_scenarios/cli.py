@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"service certificate name (repeatable; default {DEFAULT_SERVICE_NAMES})",
     )
 
+    sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
+
     demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
     demo.add_argument("--pki", type=Path, default=Path("pki"))
     demo.add_argument("--report-dir", type=Path, default=Path("reports/demo"))
@@ -56,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"test PKI in {pki.root}: created {created}")
             print(f"  vendor CA   {pki.vendor_ca_cert}\n  service     {pki.service_cert}")
             print(f"  devices     {len(pki.device_serials())} in {pki.root / 'devices'}")
+            return 0
+        if args.command == "addon-path":
+            from atls_policy import SCRIPT
+
+            print(SCRIPT)
             return 0
         if args.command == "demo":
             from .demo import run_demo

@@ -1,0 +1,404 @@
+"""The policy file: ordered rules over what the middlebox can see.
+
+```yaml
+version: 1
+default: allow                 # or {action: block, status: 403, detail: "..."}
+rules:
+  - id: no-legacy              # unique, shows up in audit lines and problem bodies
+    match:                     # every field optional; a list means "any of"
+      client: 10.0.0.0/8       # IP or network of the device
+      host: "*.example.com"    # destination host (glob)
+      port: 443
+      path: /atls              # request path (glob)
+      variant: legacy          # labelled | legacy | unlabelled
+      tls_versions: ["1.2"]    # the session's ClientHello offers any of these
+      sni: atls-service        # glob
+      direction: request       # request | response
+      flight: 1                # the session's n-th flight (1-based)
+    action: block              # allow | block | audit | limit | fault | mark
+    status: 403
+```
+
+``allow``, ``block`` and ``fault`` decide and stop; ``audit`` and ``mark``
+apply and go on; ``limit`` goes on unless a limit is exceeded, then blocks
+(429). When no deciding rule matches, ``default`` decides.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; the message names the place and the problem."""
+
+
+class Action(enum.Enum):
+    ALLOW = "allow"
+    BLOCK = "block"
+    AUDIT = "audit"
+    LIMIT = "limit"
+    FAULT = "fault"
+    MARK = "mark"
+
+
+DECIDING = {Action.ALLOW, Action.BLOCK, Action.FAULT}
+VARIANTS = ("labelled", "legacy", "unlabelled")
+DIRECTIONS = ("request", "response")
+FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
+
+
+@dataclass(frozen=True)
+class FlightContext:
+    """What a rule can match on for one flight."""
+
+    client: str
+    host: str
+    port: int
+    path: str
+    variant: str
+    direction: str
+    flight: int
+    offered_versions: frozenset[str] = frozenset()
+    sni: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    clients: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hosts: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    paths: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    tls_versions: tuple[str, ...] = ()
+    snis: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()
+    flights: tuple[int, ...] = ()
+
+    def matches(self, ctx: FlightContext) -> bool:
+        if self.clients:
+            try:
+                address = ipaddress.ip_address(ctx.client)
+            except ValueError:
+                return False
+            if not any(address in net for net in self.clients):
+                return False
+        if self.hosts and not _glob_any(ctx.host, self.hosts):
+            return False
+        if self.ports and ctx.port not in self.ports:
+            return False
+        if self.paths and not any(fnmatch.fnmatchcase(ctx.path, p) for p in self.paths):
+            return False
+        if self.variants and ctx.variant not in self.variants:
+            return False
+        if self.tls_versions and not ctx.offered_versions & set(self.tls_versions):
+            return False
+        if self.snis and (ctx.sni is None or not _glob_any(ctx.sni, self.snis)):
+            return False
+        if self.directions and ctx.direction not in self.directions:
+            return False
+        return not self.flights or ctx.flight in self.flights
+
+
+def _glob_any(value: str, patterns: tuple[str, ...]) -> bool:
+    value = value.lower()
+    return any(fnmatch.fnmatchcase(value, p.lower()) for p in patterns)
+
+
+@dataclass(frozen=True)
+class Limits:
+    flights_per_session: int | None = None
+    bytes_per_session: int | None = None
+    flights_per_second_per_client: float | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    type: str
+    offset: int | None = None
+    seed: int | None = None
+    bit: int | None = None
+    keep: int | None = None
+    seconds: float = 0.0
+    replay_flight: int | None = None
+    content_type: str | None = None
+    max_times: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    action: Action
+    match: Match = field(default_factory=Match)
+    status: int = 403
+    detail: str | None = None
+    limits: Limits | None = None
+    fault: Fault | None = None
+    mark: str = ":warning:"
+
+    @property
+    def decides(self) -> bool:
+        return self.action in DECIDING
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    default: Rule
+    source: str = "<built-in>"
+
+    @classmethod
+    def allow_all(cls) -> Policy:
+        return cls((), Rule("default", Action.ALLOW))
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_policy(path: Path | str) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
+    return parse_policy(text, str(path))
+
+
+def parse_policy(text: str, source: str = "<string>") -> Policy:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise PolicyError(f"{source}:{where} not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    return _Parser(source).policy(data)
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> PolicyError:
+        return PolicyError(f"{self.source}: {where}: {message}")
+
+    def policy(self, data: Any) -> Policy:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.fail("top level", "a policy is a mapping with 'rules' and 'default'")
+        self._keys("top level", data, {"version", "rules", "default"})
+        if data.get("version", 1) != 1:
+            raise self.fail("version", f"unsupported version {data['version']!r} (only 1)")
+        raw_rules = data.get("rules", [])
+        if not isinstance(raw_rules, list):
+            raise self.fail("rules", "must be a list of rules")
+        rules = tuple(self.rule(f"rules[{i}]", r) for i, r in enumerate(raw_rules))
+        seen: set[str] = set()
+        for i, rule in enumerate(rules):
+            if rule.id in seen:
+                raise self.fail(f"rules[{i}].id", f"duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+        default = self.default(data.get("default", "allow"))
+        return Policy(rules, default, self.source)
+
+    def default(self, raw: Any) -> Rule:
+        if isinstance(raw, str):
+            raw = {"action": raw}
+        if not isinstance(raw, dict):
+            raise self.fail("default", "must be 'allow', 'block' or a mapping with 'action'")
+        self._keys("default", raw, {"action", "status", "detail"})
+        rule = self.rule("default", {"id": "default", **raw})
+        if rule.action not in (Action.ALLOW, Action.BLOCK):
+            raise self.fail("default.action", "the default is 'allow' or 'block'")
+        return rule
+
+    def rule(self, where: str, raw: Any) -> Rule:
+        if not isinstance(raw, dict):
+            raise self.fail(where, "a rule is a mapping with 'id' and 'action'")
+        self._keys(where, raw, {"id", "match", "action", "status", "detail", "limits", "fault",
+                                "mark"})
+        rule_id = raw.get("id")
+        if not isinstance(rule_id, str) or not rule_id.strip():
+            raise self.fail(f"{where}.id", "every rule needs a non-empty string id")
+        action_text = raw.get("action")
+        try:
+            action = Action(action_text)
+        except ValueError:
+            choices = ", ".join(a.value for a in Action)
+            raise self.fail(f"{where}.action",
+                            f"{action_text!r} is not one of: {choices}") from None
+        status = raw.get("status", 429 if action is Action.LIMIT else 403)
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise self.fail(f"{where}.status", f"{status!r} is not an HTTP error status (400-599)")
+        detail = raw.get("detail")
+        if detail is not None and not isinstance(detail, str):
+            raise self.fail(f"{where}.detail", "must be a string")
+        mark = raw.get("mark", ":warning:")
+        if not isinstance(mark, str):
+            raise self.fail(f"{where}.mark", "must be a string such as ':warning:'")
+        limits = self.limits(f"{where}.limits", raw.get("limits")) if action is Action.LIMIT \
+            else None
+        if action is not Action.LIMIT and "limits" in raw:
+            raise self.fail(f"{where}.limits", "only a 'limit' rule takes limits")
+        fault = self.fault(f"{where}.fault", raw.get("fault")) if action is Action.FAULT else None
+        if action is not Action.FAULT and "fault" in raw:
+            raise self.fail(f"{where}.fault", "only a 'fault' rule takes a fault")
+        return Rule(rule_id, action, self.match(f"{where}.match", raw.get("match", {})), status,
+                    detail, limits, fault, mark)
+
+    def match(self, where: str, raw: Any) -> Match:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise self.fail(where, "must be a mapping of conditions")
+        self._keys(where, raw, {"client", "host", "port", "path", "variant", "tls_versions", "sni",
+                                "direction", "flight"})
+
+        def networks(value: Any) -> Any:
+            return ipaddress.ip_network(str(value), strict=False)
+
+        return Match(
+            clients=self._list(f"{where}.client", raw.get("client"), networks,
+                               "is not an IP address or network"),
+            hosts=self._list(f"{where}.host", raw.get("host"), self._string, "is not a string"),
+            ports=self._list(f"{where}.port", raw.get("port"), self._port, "is not a port"),
+            paths=self._list(f"{where}.path", raw.get("path"), self._path, "is not a path"),
+            variants=self._list(f"{where}.variant", raw.get("variant"),
+                                self._choice(VARIANTS), f"is not one of {', '.join(VARIANTS)}"),
+            tls_versions=self._list(f"{where}.tls_versions", raw.get("tls_versions"),
+                                    self._tls_version, "is not a TLS version (1.0 to 1.3)"),
+            snis=self._list(f"{where}.sni", raw.get("sni"), self._string, "is not a string"),
+            directions=self._list(f"{where}.direction", raw.get("direction"),
+                                  self._choice(DIRECTIONS), "is not 'request' or 'response'"),
+            flights=self._list(f"{where}.flight", raw.get("flight"), self._positive,
+                               "is not a flight number (1, 2, ...)"),
+        )
+
+    def limits(self, where: str, raw: Any) -> Limits:
+        if not isinstance(raw, dict) or not raw:
+            raise self.fail(where, "a limit rule needs limits: flights_per_session, "
+                                   "bytes_per_session and/or flights_per_second_per_client")
+        self._keys(where, raw, {"flights_per_session", "bytes_per_session",
+                                "flights_per_second_per_client"})
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise self.fail(f"{where}.{key}", f"{value!r} is not a positive number")
+            if key != "flights_per_second_per_client" and not isinstance(value, int):
+                raise self.fail(f"{where}.{key}", f"{value!r} is not a whole number")
+            values[key] = value
+        return Limits(**values)
+
+    def fault(self, where: str, raw: Any) -> Fault:
+        if isinstance(raw, str):
+            raw = {"type": raw}
+        if not isinstance(raw, dict) or "type" not in raw:
+            raise self.fail(where, f"a fault rule needs fault.type: one of {', '.join(FAULT_TYPES)}")
+        kind = raw["type"]
+        if kind not in FAULT_TYPES:
+            raise self.fail(f"{where}.type", f"{kind!r} is not one of {', '.join(FAULT_TYPES)}")
+        allowed = {
+            "bitflip": {"offset", "seed", "bit"},
+            "truncate": {"keep"},
+            "drop": set(),
+            "delay": {"seconds"},
+            "duplicate": set(),
+            "replay": {"flight"},
+            "content-type": {"set", "strip"},
+        }[kind] | {"type", "max_times"}
+        self._keys(where, raw, allowed)
+        values: dict[str, Any] = {"type": kind}
+        for key in ("offset", "seed", "keep", "max_times", "bit"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise self.fail(f"{where}.{key}", f"{value!r} is not a whole number")
+                values[key] = value
+        if "bit" in values and not 0 <= values["bit"] <= 7:
+            raise self.fail(f"{where}.bit", "a bit is 0 to 7")
+        if "max_times" in values and values["max_times"] < 1:
+            raise self.fail(f"{where}.max_times", "must be at least 1")
+        if kind == "bitflip" and "offset" in values and "seed" in values:
+            raise self.fail(where, "give a bitflip either an offset or a seed, not both")
+        if kind == "delay":
+            seconds = raw.get("seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                    or not 0 < seconds <= 300:
+                raise self.fail(f"{where}.seconds", f"{seconds!r} is not a delay (0 < s <= 300)")
+            values["seconds"] = float(seconds)
+        if kind == "replay" and "flight" in raw:
+            values["replay_flight"] = self._positive(raw["flight"])
+            if values["replay_flight"] is None:
+                raise self.fail(f"{where}.flight", f"{raw['flight']!r} is not a flight number")
+        if kind == "content-type":
+            if bool(raw.get("strip")) == ("set" in raw):
+                raise self.fail(where, "a content-type fault takes either 'set: TYPE' or "
+                                       "'strip: true'")
+            if "set" in raw:
+                if not isinstance(raw["set"], str) or not raw["set"]:
+                    raise self.fail(f"{where}.set", "must be a media type string")
+                values["content_type"] = raw["set"]
+        return Fault(**values)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _keys(self, where: str, raw: dict[str, Any], allowed: set[str]) -> None:
+        unknown = sorted(set(map(str, raw)) - allowed)
+        if unknown:
+            raise self.fail(where, f"unknown key {unknown[0]!r} "
+                                   f"(allowed: {', '.join(sorted(allowed))})")
+
+    def _list(self, where: str, raw: Any, convert: Callable[[Any], Any], what: str) -> tuple:
+        if raw is None:
+            return ()
+        items = raw if isinstance(raw, list) else [raw]
+        if not items:
+            raise self.fail(where, "an empty list never matches; remove the condition instead")
+        out = []
+        for i, item in enumerate(items):
+            place = f"{where}[{i}]" if isinstance(raw, list) else where
+            try:
+                value = convert(item)
+            except (ValueError, TypeError):
+                value = None
+            if value is None:
+                raise self.fail(place, f"{item!r} {what}")
+            out.append(value)
+        return tuple(out)
+
+    @staticmethod
+    def _string(value: Any) -> str | None:
+        return value if isinstance(value, str) and value else None
+
+    @staticmethod
+    def _path(value: Any) -> str | None:
+        return value if isinstance(value, str) and value.startswith("/") else None
+
+    @staticmethod
+    def _port(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) \
+            and 0 < value < 65536 else None
+
+    @staticmethod
+    def _positive(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) \
+            and value > 0 else None
+
+    @staticmethod
+    def _tls_version(value: Any) -> str | None:
+        text = str(value).lower().removeprefix("tlsv").removeprefix("tls")
+        return text if text in ("1.0", "1.1", "1.2", "1.3") else None
+
+    @staticmethod
+    def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+        return lambda value: value if value in options else None

@@ -1,0 +1,431 @@
+"""The policy addon with mitmproxy's own test helpers (taddons, tflow)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions, http
+from mitmproxy.test import taddons, tflow
+
+from atls.http_binding import LEGACY_MEDIA_TYPE, MEDIA_TYPE
+from atls.loopback import run_handshake
+from atls.session import ATLSSession, TLSVersion
+from atls_policy import addon as addon_module
+from atls_policy.addon import ATLSPolicy
+from atls_policy.detect import classify_request, classify_response
+from atls_policy.observe import summarize
+from atls_policy.policy import PolicyError, parse_policy
+from tests.conftest import client_config
+
+
+@pytest.fixture(scope="module")
+def flights(pki, server_context) -> dict[str, list[bytes]]:
+    out = {}
+    for version in (TLSVersion.TLS1_2, TLSVersion.TLS1_3):
+        client = ATLSSession(client_config(pki, version).build())
+        transcript = run_handshake(client, ATLSSession(server_context))
+        out[version.name] = [f for _, f in transcript.flights]
+    return out
+
+
+def atls_flow(body: bytes, *, path: str = "/.well-known/atls", content_type: str = MEDIA_TYPE,
+              cookie: str | None = None, client: str = "127.0.0.1") -> http.HTTPFlow:
+    flow = tflow.tflow()
+    flow.request.method = "POST"
+    flow.request.path = path
+    flow.request.host = "atls-service"
+    flow.request.port = 443
+    flow.request.headers["content-type"] = content_type
+    if cookie:
+        flow.request.headers["cookie"] = f"atls_session={cookie}"
+    flow.request.content = body
+    flow.client_conn.peername = (client, 40000)
+    return flow
+
+
+def with_response(flow: http.HTTPFlow, body: bytes, set_cookie: str | None = None) -> None:
+    headers = {"content-type": MEDIA_TYPE}
+    if set_cookie:
+        headers["set-cookie"] = f"atls_session={set_cookie}; Path=/.well-known/atls"
+    flow.response = http.Response.make(200, body, headers)
+
+
+def write_policy(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+# -- detection ------------------------------------------------------------------
+
+
+def test_detection_by_label_and_path(flights):
+    hello = flights["TLS1_3"][0]
+    assert classify_request("POST", "/x", MEDIA_TYPE, b"") == "labelled"
+    assert classify_request("POST", "/x", "Application/ATLS; q=1", b"") == "labelled"
+    assert classify_request("POST", "/x", LEGACY_MEDIA_TYPE, b"") == "legacy"
+    assert classify_request("POST", "/.well-known/atls?x=1", None, b"") == "labelled"
+    assert classify_request("POST", "/atls", "text/plain", b"") == "legacy"
+    assert classify_request("POST", "/upload", "application/octet-stream", hello) == "unlabelled"
+    assert classify_request("POST", "/upload", "image/png", hello, False) is None
+    assert classify_response(MEDIA_TYPE, b"") == "labelled"
+    assert classify_response("application/octet-stream", flights["TLS1_3"][1]) == "unlabelled"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"hello", b"\x89PNG\r\n\x1a\n" + bytes(100), b"\x1f\x8b\x08\x00" + bytes(50),
+     b'{"a": 1}', b"\x16\x03\x03\x00\x05abc", b"\x17\x03\x03\x00\x02ab" + b"!",
+     bytes(4096), b"\x16\x03\x01"],
+    ids=["empty", "text", "png", "gzip", "json", "short-record", "trailing-byte", "zeros",
+         "header-only"],
+)
+def test_binary_that_is_not_tls_is_not_atls(body):
+    assert classify_request("POST", "/upload", "application/octet-stream", body) is None
+    assert classify_request("GET", "/.well-known/atls", "text/html", body) is None
+
+
+def test_random_binary_is_never_unlabelled_atls():
+    rng = random.Random(3)
+    hits = sum(
+        classify_request("POST", "/u", "application/octet-stream",
+                         rng.randbytes(rng.randrange(6, 3000))) is not None
+        for _ in range(3000)
+    )
+    assert hits == 0
+
+
+# -- what the middlebox sees ----------------------------------------------------------
+
+
+def test_summaries_of_real_flights(flights, pki):
+    hello = summarize(flights["TLS1_3"][0])
+    assert hello.client_hello is not None
+    assert hello.client_hello.versions == ["1.3"]  # the fixture pins 1.3
+    assert hello.client_hello.sni == "atls-service"
+    assert "X25519MLKEM768" in hello.client_hello.key_share_groups
+    assert "TLS_AES_256_GCM_SHA384" in hello.client_hello.cipher_suites
+    server13 = summarize(flights["TLS1_3"][1])
+    assert server13.server_hello is not None
+    assert (server13.server_hello.version, server13.server_hello.cipher_suite) == (
+        "1.3", "TLS_AES_256_GCM_SHA384")
+    assert server13.certificates == [], "TLS 1.3 certificates are encrypted"
+    server12 = summarize(flights["TLS1_2"][1])
+    assert server12.server_hello and server12.server_hello.version == "1.2"
+    assert server12.certificates[0] == "CN=atls-service"
+    client12 = summarize(flights["TLS1_2"][2])
+    assert "device-0001" in client12.certificates[0], "TLS 1.2 shows the device certificate"
+    assert client12.handshake[-1] == "certificate_verify"
+    assert [t for t, _ in client12.records].count("change_cipher_spec") == 1
+
+
+def test_protected_messages_show_only_the_header():
+    from atls.keys import AES_128_GCM, ExportedKeys, ExporterSettings
+    from atls.protection import ClientProtector
+
+    keys = ExportedKeys("x", AES_128_GCM, b"k" * 16, b"s" * 16, ExporterSettings())
+    client = ClientProtector(keys)
+    client.seal_request(b"first")
+    _, body = client.seal_request(b"CANARY-SECRET")
+    summary = summarize(body, "aes128gcm")
+    assert summary.protected == {"coding": "aes128gcm", "record_size": 16384, "seq": 1}
+    assert "CANARY" not in json.dumps(summary.to_dict())
+
+
+def test_hostile_bodies_never_raise(flights):
+    rng = random.Random(11)
+    for _ in range(500):
+        base = bytearray(rng.choice(flights["TLS1_2"] + flights["TLS1_3"]))
+        for _ in range(rng.randrange(1, 8)):
+            base[rng.randrange(len(base))] = rng.randrange(256)
+        summarize(bytes(base[: rng.randrange(1, len(base) + 1)]))
+    assert summarize(b"\x16\x03\x01\x00\x04\x01\x00\x00\x00").client_hello is None
+
+
+# -- policy validation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: 5", "rules: must be a list"),
+        ("rules:\n  - action: allow", "rules[0].id: every rule needs a non-empty string id"),
+        ("rules:\n  - {id: a, action: explode}", "rules[0].action: 'explode' is not one of"),
+        ("rules:\n  - {id: a, action: allow, match: {client: 10.0.0.0/33}}",
+         "rules[0].match.client: '10.0.0.0/33' is not an IP address or network"),
+        ("rules:\n  - {id: a, action: allow, match: {port: [443, 70000]}}",
+         "rules[0].match.port[1]: 70000 is not a port"),
+        ("rules:\n  - {id: a, action: allow, match: {variant: smuggled}}",
+         "is not one of labelled, legacy, unlabelled"),
+        ("rules:\n  - {id: a, action: allow, match: {tls_versions: ['1.4']}}",
+         "is not a TLS version"),
+        ("rules:\n  - {id: a, action: allow, match: {colour: red}}", "unknown key 'colour'"),
+        ("rules:\n  - {id: a, action: allow}\n  - {id: a, action: block}",
+         "rules[1].id: duplicate rule id 'a'"),
+        ("rules:\n  - {id: a, action: block, status: 200}", "is not an HTTP error status"),
+        ("rules:\n  - {id: a, action: limit}", "a limit rule needs limits"),
+        ("rules:\n  - {id: a, action: limit, limits: {flights_per_session: -1}}",
+         "rules[0].limits.flights_per_session: -1 is not a positive number"),
+        ("rules:\n  - {id: a, action: fault, fault: {type: melt}}", "'melt' is not one of"),
+        ("rules:\n  - {id: a, action: fault, fault: {type: delay, seconds: 0}}",
+         "is not a delay"),
+        ("rules:\n  - {id: a, action: fault, fault: {type: bitflip, offset: 1, seed: 2}}",
+         "either an offset or a seed"),
+        ("rules:\n  - {id: a, action: fault, fault: {type: truncate, seconds: 1}}",
+         "unknown key 'seconds'"),
+        ("rules:\n  - {id: a, action: allow, fault: drop}", "only a 'fault' rule takes a fault"),
+        ("default: audit", "default.action: the default is 'allow' or 'block'"),
+        ("version: 2", "unsupported version 2"),
+        ("rules: [", "not valid YAML"),
+    ],
+)
+def test_invalid_policies_say_exactly_what_is_wrong(text, message):
+    with pytest.raises(PolicyError) as error:
+        parse_policy(text, "p.yaml")
+    assert message in str(error.value)
+    assert str(error.value).startswith("p.yaml")
+
+
+def test_empty_policy_allows_everything():
+    policy = parse_policy("")
+    assert policy.rules == () and policy.default.action.value == "allow"
+
+
+# -- the addon --------------------------------------------------------------------------
+
+
+async def test_allow_audit_and_mark(tmp_path, flights):
+    policy = write_policy(tmp_path, """
+rules:
+  - {id: watch, action: audit}
+  - {id: flag-13, action: mark, mark: ":eyes:", match: {tls_versions: ["1.3"]}}
+  - {id: ok, action: allow, match: {sni: "atls-*"}}
+default: block
+""")
+    audit_log = tmp_path / "audit.jsonl"
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy), atls_audit_log=str(audit_log))
+        flow = atls_flow(flights["TLS1_3"][0])
+        await a.request(flow)
+        assert flow.response is None, "allowed flights pass"
+        with_response(flow, flights["TLS1_3"][1], set_cookie="cookie-1")
+        await a.response(flow)
+        assert flow.marked == ":eyes:"
+        assert "ClientHello[1.3 sni=atls-service" in flow.comment
+        assert "-> allow (ok)" in flow.comment
+        follow = atls_flow(flights["TLS1_3"][2], cookie="cookie-1")
+        await a.request(follow)
+        assert follow.metadata["atls"]["flight"] == 2
+        metrics = json.loads(a.metrics())
+        assert metrics["rules"]["ok"]["allow"] == 3
+        assert metrics["rules"]["watch"]["audit"] == 3
+    lines = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert [(x["direction"], x["flight"], x["decision"]) for x in lines] == [
+        ("request", 1, "allow"), ("response", 1, "allow"), ("request", 2, "allow")]
+    assert lines[0]["summary"]["client_hello"]["sni"] == "atls-service"
+    assert lines[0]["session"] is None and lines[2]["session"] == lines[1]["session"]
+    assert lines[2]["session"] != "cookie-1", "the cookie itself is never logged"
+
+
+async def test_block_answers_with_a_problem_naming_the_rule(tmp_path, flights):
+    policy = write_policy(tmp_path, """
+rules:
+  - {id: no-legacy, action: block, status: 451, match: {variant: legacy}}
+  - {id: no-smuggling, action: block, match: {variant: unlabelled}}
+  - {id: no-tls12, action: block, match: {tls_versions: ["1.2"], direction: response}}
+""")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        legacy = atls_flow(flights["TLS1_3"][0], path="/atls", content_type=LEGACY_MEDIA_TYPE)
+        await a.request(legacy)
+        assert legacy.response is not None and legacy.response.status_code == 451
+        problem = json.loads(legacy.response.content)
+        assert problem["rule"] == "no-legacy"
+        assert problem["type"] == "urn:atls-testbed:problem:blocked-by-policy"
+        smuggled = atls_flow(flights["TLS1_3"][0], path="/upload",
+                             content_type="application/octet-stream")
+        await a.request(smuggled)
+        assert smuggled.response and json.loads(smuggled.response.content)["rule"] == \
+            "no-smuggling"
+        ordinary = atls_flow(b"just a file", path="/upload", content_type="text/plain")
+        await a.request(ordinary)
+        assert ordinary.response is None and "atls" not in ordinary.metadata
+        # A response-direction rule replaces the service's answer.
+        old = atls_flow(flights["TLS1_2"][0])
+        await a.request(old)
+        assert old.response is None
+        with_response(old, flights["TLS1_2"][1])
+        await a.response(old)
+        assert old.response.status_code == 403
+        assert json.loads(old.response.content)["rule"] == "no-tls12"
+
+
+async def test_limits(tmp_path, flights):
+    policy = write_policy(tmp_path, """
+rules:
+  - id: caps
+    action: limit
+    limits: {flights_per_session: 2, flights_per_second_per_client: 3}
+""")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        statuses = []
+        for _ in range(3):  # one session: the third flight is over the limit
+            flow = atls_flow(flights["TLS1_3"][2], cookie="s1", client="10.1.1.1")
+            await a.request(flow)
+            statuses.append(flow.response.status_code if flow.response else 200)
+        assert statuses == [200, 200, 429]
+        rate = []
+        for i in range(5):  # new sessions from one client: 3 per second
+            flow = atls_flow(flights["TLS1_3"][0], client="10.2.2.2", cookie=f"n{i}")
+            await a.request(flow)
+            rate.append(flow.response.status_code if flow.response else 200)
+        assert rate == [200, 200, 200, 429, 429]
+        body = json.loads(flow.response.content)
+        assert body["type"] == "urn:atls-testbed:problem:limit-exceeded"
+        assert "3 flights per second" in body["detail"]
+
+
+async def test_bytes_per_session_limit(tmp_path, flights):
+    policy = write_policy(tmp_path, "rules:\n  - {id: b, action: limit, limits: "
+                                    "{bytes_per_session: 2000}}\n")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        first = atls_flow(flights["TLS1_3"][0], cookie="c")
+        await a.request(first)
+        assert first.response is None
+        second = atls_flow(flights["TLS1_3"][2], cookie="c")
+        await a.request(second)
+        assert second.response and second.response.status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("fault", "check"),
+    [
+        ("{type: bitflip, offset: 100, bit: 3}",
+         lambda old, new, flow: len(new) == len(old)
+         and [i for i in range(len(old)) if old[i] != new[i]] == [100]
+         and old[100] ^ new[100] == 8),
+        ("{type: bitflip, seed: 7}",
+         lambda old, new, flow: sum(bin(a ^ b).count("1") for a, b in zip(old, new)) == 1),
+        ("{type: truncate, keep: 10}", lambda old, new, flow: new == old[:10]),
+        ("{type: truncate, keep: -5}", lambda old, new, flow: new == old[:-5]),
+        ("{type: duplicate}", lambda old, new, flow: new == old + old),
+        ("{type: content-type, set: text/plain}",
+         lambda old, new, flow: flow.request.headers["content-type"] == "text/plain"),
+        ("{type: content-type, strip: true}",
+         lambda old, new, flow: "content-type" not in flow.request.headers),
+        ("{type: drop}", lambda old, new, flow: flow.error is not None and not flow.live),
+    ],
+    ids=["bitflip-offset", "bitflip-seed", "truncate", "truncate-tail", "duplicate",
+         "content-type-set", "content-type-strip", "drop"],
+)
+async def test_request_faults(tmp_path, flights, fault, check):
+    policy = write_policy(tmp_path, f"rules:\n  - id: f\n    action: fault\n    fault: {fault}\n")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        old = flights["TLS1_3"][0]
+        flow = atls_flow(old)
+        await a.request(flow)
+        assert check(old, flow.request.raw_content, flow)
+        assert "-> fault (f)" in flow.comment
+
+
+async def test_delay_fault_waits(tmp_path, flights, monkeypatch):
+    slept = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(addon_module.asyncio, "sleep", fake_sleep)
+    policy = write_policy(tmp_path, "rules:\n  - {id: slow, action: fault, "
+                                    "fault: {type: delay, seconds: 2.5}, "
+                                    "match: {direction: response}}\n")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        flow = atls_flow(flights["TLS1_3"][0])
+        await a.request(flow)
+        assert slept == []
+        with_response(flow, flights["TLS1_3"][1])
+        await a.response(flow)
+        assert slept == [2.5]
+        assert "delayed 2.5s" in flow.comment
+
+
+async def test_replay_fault_and_max_times(tmp_path, flights):
+    policy = write_policy(tmp_path, """
+rules:
+  - id: replay-first
+    action: fault
+    fault: {type: replay, flight: 1, max_times: 1}
+    match: {flight: 2, direction: request}
+""")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        first = atls_flow(flights["TLS1_3"][0])
+        await a.request(first)
+        with_response(first, flights["TLS1_3"][1], set_cookie="r")
+        await a.response(first)
+        second = atls_flow(flights["TLS1_3"][2], cookie="r")
+        await a.request(second)
+        assert second.request.raw_content == flights["TLS1_3"][0], "flight 1 replayed"
+        third = atls_flow(flights["TLS1_3"][2], cookie="other")
+        await a.request(third)
+        third2 = atls_flow(flights["TLS1_3"][2], cookie="other")
+        await a.request(third2)
+        assert third2.request.raw_content == flights["TLS1_3"][2], "max_times reached"
+
+
+async def test_invalid_policy_at_start_refuses(tmp_path):
+    policy = write_policy(tmp_path, "rules:\n  - {id: a, action: nope}\n")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="rules\\[0\\].action"):
+            tctx.configure(a, atls_policy=str(policy))
+
+
+async def test_reload_keeps_old_policy_when_new_is_invalid(tmp_path, flights):
+    import os
+
+    policy = write_policy(tmp_path, "default: allow\n")
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_policy=str(policy))
+        policy.write_text("default: block\n")
+        os.utime(policy, (1, 1))
+        assert a.check_policy_file() is True
+        flow = atls_flow(flights["TLS1_3"][0])
+        await a.request(flow)
+        assert flow.response and flow.response.status_code == 403
+        policy.write_text("rules: [broken")
+        os.utime(policy, (2, 2))
+        assert a.check_policy_file() is False
+        assert a.policy.default.action.value == "block", "the old policy stays"
+        assert a.counters["policy_reload_errors"] == 1
+        assert a.check_policy_file() is False, "the same broken file is reported once"
+        policy.write_text("default: allow\n")
+        os.utime(policy, (3, 3))
+        assert a.check_policy_file() is True
+        assert a.policy.default.action.value == "allow"
+
+
+async def test_metrics_file(tmp_path, flights):
+    metrics = tmp_path / "metrics.json"
+    a = ATLSPolicy()
+    with taddons.context(a) as tctx:
+        tctx.configure(a, atls_metrics_file=str(metrics))
+        await a.request(atls_flow(flights["TLS1_3"][0]))
+        a.done()
+    data = json.loads(metrics.read_text())
+    assert data["rules"]["default"]["allow"] == 1
+    assert data["totals"]["variant:labelled"] == 1
