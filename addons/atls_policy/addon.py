@@ -45,11 +45,10 @@ class SessionState:
     """What the middlebox remembers of one ATLS session (never plaintext)."""
 
     flights: int = 0
-    bytes: int = 0
+    byte_count: int = 0
     offered_versions: frozenset[str] = frozenset()
     sni: str | None = None
-    history: dict[str, list[bytes]] = field(default_factory=lambda: {"request": [],
-                                                                      "response": []})
+    history: dict[str, list[bytes]] = field(default_factory=lambda: {"request": [], "response": []})
 
 
 @dataclass
@@ -84,16 +83,30 @@ class ATLSPolicy:
 
     def load(self, loader: Any) -> None:
         loader.add_option("atls_policy", str, "", "ATLS policy file (YAML); empty allows all.")
-        loader.add_option("atls_audit_log", str, "",
-                          "Append one JSON line per ATLS flight to this file.")
-        loader.add_option("atls_metrics_file", str, "",
-                          "Keep ATLS counters (per rule and decision) as JSON in this file.")
-        loader.add_option("atls_detect_unlabelled", bool, True,
-                          "Also treat well-formed TLS records under other content types as ATLS.")
-        loader.add_option("atls_reload_interval", float, 1.0,
-                          "Seconds between checks of the policy file for changes (0: never).")
-        loader.add_option("atls_session_cookie", str, "atls_session",
-                          "Cookie that names an ATLS session.")
+        loader.add_option(
+            "atls_audit_log", str, "", "Append one JSON line per ATLS flight to this file."
+        )
+        loader.add_option(
+            "atls_metrics_file",
+            str,
+            "",
+            "Keep ATLS counters (per rule and decision) as JSON in this file.",
+        )
+        loader.add_option(
+            "atls_detect_unlabelled",
+            bool,
+            True,
+            "Also treat well-formed TLS records under other content types as ATLS.",
+        )
+        loader.add_option(
+            "atls_reload_interval",
+            float,
+            1.0,
+            "Seconds between checks of the policy file for changes (0: never).",
+        )
+        loader.add_option(
+            "atls_session_cookie", str, "atls_session", "Cookie that names an ATLS session."
+        )
         loader.add_option("atls_mark", str, ":lock:", "mitmweb mark for ATLS flows.")
 
     def configure(self, updated: set[str]) -> None:
@@ -124,8 +137,12 @@ class ATLSPolicy:
             self._policy_mtime = path.stat().st_mtime
         self._fault_uses.clear()
         self.counters["policy_loads"] += 1
-        logger.info("ATLS policy %s: %d rules, default %s", policy.source, len(policy.rules),
-                    policy.default.action.value)
+        logger.info(
+            "ATLS policy %s: %d rules, default %s",
+            policy.source,
+            len(policy.rules),
+            policy.default.action.value,
+        )
 
     def running(self) -> None:
         if self._reload_task is None and ctx.options.atls_reload_interval > 0:
@@ -146,8 +163,9 @@ class ATLSPolicy:
             mtime = path.stat().st_mtime
         except OSError as exc:
             if self._policy_mtime is not None:
-                logger.error("ATLS policy %s unreadable (%s); keeping the current policy",
-                             path, exc.strerror)
+                logger.error(
+                    "ATLS policy %s unreadable (%s); keeping the current policy", path, exc.strerror
+                )
                 self._policy_mtime = None
             return False
         if mtime == self._policy_mtime:
@@ -189,8 +207,12 @@ class ATLSPolicy:
                 per_rule.setdefault(rule, {})[decision] = value
             else:
                 totals[key] = value
-        return {"rules": per_rule, "totals": totals, "policy": self.policy.source,
-                "sessions_tracked": len(self.sessions)}
+        return {
+            "rules": per_rule,
+            "totals": totals,
+            "policy": self.policy.source,
+            "sessions_tracked": len(self.sessions),
+        }
 
     def _write_metrics(self) -> None:
         path = ctx.options.atls_metrics_file
@@ -227,8 +249,13 @@ class ATLSPolicy:
             return
         req = flow.request
         body = req.raw_content or b""
-        variant = classify_request(req.method, req.path, req.headers.get("content-type"), body,
-                                   ctx.options.atls_detect_unlabelled)
+        variant = classify_request(
+            req.method,
+            req.path,
+            req.headers.get("content-type"),
+            body,
+            ctx.options.atls_detect_unlabelled,
+        )
         if variant is None:
             return
         cookie = self._cookie(flow)
@@ -241,7 +268,7 @@ class ATLSPolicy:
             state.sni = summary.client_hello.sni
         flow.metadata["atls"] = {"variant": variant, "flight": state.flights, "session": key}
         decision = self._decide(flow, "request", variant, state, summary, body)
-        state.bytes += len(body)
+        state.byte_count += len(body)
         await self._enforce(flow, "request", decision, state, summary, body)
 
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -251,12 +278,16 @@ class ATLSPolicy:
         meta = flow.metadata.get("atls")
         body = resp.raw_content or b""
         if meta is None:
-            variant = classify_response(resp.headers.get("content-type"), body,
-                                        ctx.options.atls_detect_unlabelled)
+            variant = classify_response(
+                resp.headers.get("content-type"), body, ctx.options.atls_detect_unlabelled
+            )
             if variant is None:
                 return
-            meta = flow.metadata["atls"] = {"variant": variant, "flight": 1,
-                                            "session": f"pending:{flow.id}"}
+            meta = flow.metadata["atls"] = {
+                "variant": variant,
+                "flight": 1,
+                "session": f"pending:{flow.id}",
+            }
         if meta.get("answered_by_policy"):
             return
         key = meta["session"]
@@ -268,13 +299,20 @@ class ATLSPolicy:
         state = self._session(key)
         summary = summarize(body, resp.headers.get("content-encoding"))
         decision = self._decide(flow, "response", meta["variant"], state, summary, body)
-        state.bytes += len(body)
+        state.byte_count += len(body)
         await self._enforce(flow, "response", decision, state, summary, body)
 
     # -- deciding -------------------------------------------------------------------
 
-    def _decide(self, flow: http.HTTPFlow, direction: str, variant: str, state: SessionState,
-                summary: FlightSummary, body: bytes) -> Decision:
+    def _decide(
+        self,
+        flow: http.HTTPFlow,
+        direction: str,
+        variant: str,
+        state: SessionState,
+        summary: FlightSummary,
+        body: bytes,
+    ) -> Decision:
         peer = flow.client_conn.peername
         context = FlightContext(
             client=peer[0] if peer else "",
@@ -299,8 +337,15 @@ class ATLSPolicy:
             elif rule.action is Action.LIMIT:
                 exceeded = self._exceeded(rule, context, state, body)
                 if exceeded:
-                    return Decision("block", rule.id, rule.status, exceeded, LIMIT_PROBLEM_TYPE,
-                                    audit=audit, mark=mark)
+                    return Decision(
+                        "block",
+                        rule.id,
+                        rule.status,
+                        exceeded,
+                        LIMIT_PROBLEM_TYPE,
+                        audit=audit,
+                        mark=mark,
+                    )
             elif rule.action is Action.FAULT:
                 assert rule.fault is not None
                 if rule.fault.max_times and self._fault_uses[rule.id] >= rule.fault.max_times:
@@ -308,20 +353,26 @@ class ATLSPolicy:
                 self._fault_uses[rule.id] += 1
                 return Decision("fault", rule.id, fault=rule, audit=audit, mark=mark)
             else:
-                return Decision(rule.action.value, rule.id, rule.status, rule.detail,
-                                audit=audit, mark=mark)
+                return Decision(
+                    rule.action.value, rule.id, rule.status, rule.detail, audit=audit, mark=mark
+                )
         default = self.policy.default
-        return Decision(default.action.value, default.id, default.status, default.detail,
-                        audit=audit, mark=mark)
+        return Decision(
+            default.action.value, default.id, default.status, default.detail, audit=audit, mark=mark
+        )
 
-    def _exceeded(self, rule: Rule, ctx_: FlightContext, state: SessionState,
-                  body: bytes) -> str | None:
+    def _exceeded(
+        self, rule: Rule, ctx_: FlightContext, state: SessionState, body: bytes
+    ) -> str | None:
         limits = rule.limits
         assert limits is not None
-        if limits.flights_per_session and ctx_.direction == "request" \
-                and state.flights > limits.flights_per_session:
+        if (
+            limits.flights_per_session
+            and ctx_.direction == "request"
+            and state.flights > limits.flights_per_session
+        ):
             return f"session exceeded {limits.flights_per_session} flights"
-        if limits.bytes_per_session and state.bytes + len(body) > limits.bytes_per_session:
+        if limits.bytes_per_session and state.byte_count + len(body) > limits.bytes_per_session:
             return f"session exceeded {limits.bytes_per_session} bytes"
         if limits.flights_per_second_per_client and ctx_.direction == "request":
             now = time.monotonic()
@@ -329,8 +380,10 @@ class ATLSPolicy:
             while times and now - times[0] > 1.0:
                 times.popleft()
             if len(times) >= limits.flights_per_second_per_client:
-                return (f"client {ctx_.client} exceeded "
-                        f"{limits.flights_per_second_per_client:g} flights per second")
+                return (
+                    f"client {ctx_.client} exceeded "
+                    f"{limits.flights_per_second_per_client:g} flights per second"
+                )
             times.append(now)
             if len(self._client_times) > _MAX_SESSIONS:
                 self._client_times.pop(next(iter(self._client_times)))
@@ -338,8 +391,15 @@ class ATLSPolicy:
 
     # -- enforcing --------------------------------------------------------------------
 
-    async def _enforce(self, flow: http.HTTPFlow, direction: str, decision: Decision,
-                       state: SessionState, summary: FlightSummary, body: bytes) -> None:
+    async def _enforce(
+        self,
+        flow: http.HTTPFlow,
+        direction: str,
+        decision: Decision,
+        state: SessionState,
+        summary: FlightSummary,
+        body: bytes,
+    ) -> None:
         fault_note = None
         if decision.action == "block":
             self._answer_block(flow, direction, decision)
@@ -352,18 +412,27 @@ class ATLSPolicy:
         self._account(flow, direction, decision, summary, fault_note)
 
     def _answer_block(self, flow: http.HTTPFlow, direction: str, decision: Decision) -> None:
-        detail = decision.detail or f"ATLS {direction} blocked by middlebox policy rule " \
-                                    f"{decision.rule!r}"
-        problem = {"type": decision.problem_type, "title": "blocked by middlebox policy",
-                   "status": decision.status, "detail": detail, "rule": decision.rule}
+        detail = (
+            decision.detail
+            or f"ATLS {direction} blocked by middlebox policy rule {decision.rule!r}"
+        )
+        problem = {
+            "type": decision.problem_type,
+            "title": "blocked by middlebox policy",
+            "status": decision.status,
+            "detail": detail,
+            "rule": decision.rule,
+        }
         flow.response = http.Response.make(
-            decision.status, json.dumps(problem).encode(),
+            decision.status,
+            json.dumps(problem).encode(),
             {"content-type": "application/problem+json"},
         )
         flow.metadata["atls"]["answered_by_policy"] = True
 
-    async def _apply_fault(self, flow: http.HTTPFlow, direction: str, rule: Rule,
-                           state: SessionState, body: bytes) -> str:
+    async def _apply_fault(
+        self, flow: http.HTTPFlow, direction: str, rule: Rule, state: SessionState, body: bytes
+    ) -> str:
         fault = rule.fault
         assert fault is not None
         message = flow.request if direction == "request" else flow.response
@@ -412,8 +481,14 @@ class ATLSPolicy:
         message.raw_content = new_body
         return note
 
-    def _account(self, flow: http.HTTPFlow, direction: str, decision: Decision,
-                 summary: FlightSummary, fault_note: str | None) -> None:
+    def _account(
+        self,
+        flow: http.HTTPFlow,
+        direction: str,
+        decision: Decision,
+        summary: FlightSummary,
+        fault_note: str | None,
+    ) -> None:
         meta = flow.metadata["atls"]
         self.counters[f"rule:{decision.rule}:{decision.action}"] += 1
         self.counters[f"flights:{direction}"] += 1
@@ -421,8 +496,10 @@ class ATLSPolicy:
         self.counters["bytes"] += summary.bytes
         for rule_id in decision.audit:
             self.counters[f"rule:{rule_id}:audit"] += 1
-        line = f"ATLS {meta['variant']} {direction} #{meta['flight']}: {summary.one_line()} " \
-               f"-> {decision.action} ({decision.rule})"
+        line = (
+            f"ATLS {meta['variant']} {direction} #{meta['flight']}: {summary.one_line()} "
+            f"-> {decision.action} ({decision.rule})"
+        )
         if fault_note:
             line += f" [{fault_note}]"
         flow.comment = f"{flow.comment} | {line}" if flow.comment else line
@@ -449,4 +526,3 @@ class ATLSPolicy:
             self._audit.write(json.dumps(record, sort_keys=True) + "\n")
         if ctx.options.atls_metrics_file and time.monotonic() - self._metrics_written > 1.0:
             self._write_metrics()
-

@@ -20,8 +20,13 @@ LABELLED, LEGACY, UNLABELLED = "labelled", "legacy", "unlabelled"
 _MIN_UNLABELLED = 6
 
 
-def classify_request(method: str, path: str, content_type: str | None, body: bytes | None,
-                     detect_unlabelled: bool = True) -> str | None:
+def classify_request(
+    method: str,
+    path: str,
+    content_type: str | None,
+    body: bytes | None,
+    detect_unlabelled: bool = True,
+) -> str | None:
     media = media_type_of(content_type)
     if media == MEDIA_TYPE:
         return LABELLED
@@ -35,8 +40,9 @@ def classify_request(method: str, path: str, content_type: str | None, body: byt
     return _unlabelled(body) if detect_unlabelled else None
 
 
-def classify_response(content_type: str | None, body: bytes | None,
-                      detect_unlabelled: bool = True) -> str | None:
+def classify_response(
+    content_type: str | None, body: bytes | None, detect_unlabelled: bool = True
+) -> str | None:
     media = media_type_of(content_type)
     if media == MEDIA_TYPE:
         return LABELLED

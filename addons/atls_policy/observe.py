@@ -142,10 +142,14 @@ class FlightSummary:
             parts = [f"aes128gcm seq={self.protected.get('seq')}, {self.bytes} B"]
         if self.client_hello:
             ch = self.client_hello
-            parts.append(f"ClientHello[{'/'.join(ch.versions)} sni={ch.sni or '-'} "
-                         f"groups={','.join(ch.key_share_groups) or '-'}]")
+            parts.append(
+                f"ClientHello[{'/'.join(ch.versions)} sni={ch.sni or '-'} "
+                f"groups={','.join(ch.key_share_groups) or '-'}]"
+            )
         if self.server_hello:
-            parts.append(f"ServerHello[{self.server_hello.version} {self.server_hello.cipher_suite}]")
+            parts.append(
+                f"ServerHello[{self.server_hello.version} {self.server_hello.cipher_suite}]"
+            )
         if self.certificates:
             parts.append(f"certs={'; '.join(self.certificates)}")
         if self.alert_records:

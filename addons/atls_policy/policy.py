@@ -179,8 +179,9 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise PolicyError(f"{source}:{where} not valid YAML: "
-                          f"{getattr(exc, 'problem', None) or exc}") from None
+        raise PolicyError(
+            f"{source}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     return _Parser(source).policy(data)
 
 
@@ -225,8 +226,9 @@ class _Parser:
     def rule(self, where: str, raw: Any) -> Rule:
         if not isinstance(raw, dict):
             raise self.fail(where, "a rule is a mapping with 'id' and 'action'")
-        self._keys(where, raw, {"id", "match", "action", "status", "detail", "limits", "fault",
-                                "mark"})
+        self._keys(
+            where, raw, {"id", "match", "action", "status", "detail", "limits", "fault", "mark"}
+        )
         rule_id = raw.get("id")
         if not isinstance(rule_id, str) or not rule_id.strip():
             raise self.fail(f"{where}.id", "every rule needs a non-empty string id")
@@ -235,8 +237,9 @@ class _Parser:
             action = Action(action_text)
         except ValueError:
             choices = ", ".join(a.value for a in Action)
-            raise self.fail(f"{where}.action",
-                            f"{action_text!r} is not one of: {choices}") from None
+            raise self.fail(
+                f"{where}.action", f"{action_text!r} is not one of: {choices}"
+            ) from None
         status = raw.get("status", 429 if action is Action.LIMIT else 403)
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise self.fail(f"{where}.status", f"{status!r} is not an HTTP error status (400-599)")
@@ -246,50 +249,95 @@ class _Parser:
         mark = raw.get("mark", ":warning:")
         if not isinstance(mark, str):
             raise self.fail(f"{where}.mark", "must be a string such as ':warning:'")
-        limits = self.limits(f"{where}.limits", raw.get("limits")) if action is Action.LIMIT \
-            else None
+        limits = (
+            self.limits(f"{where}.limits", raw.get("limits")) if action is Action.LIMIT else None
+        )
         if action is not Action.LIMIT and "limits" in raw:
             raise self.fail(f"{where}.limits", "only a 'limit' rule takes limits")
         fault = self.fault(f"{where}.fault", raw.get("fault")) if action is Action.FAULT else None
         if action is not Action.FAULT and "fault" in raw:
             raise self.fail(f"{where}.fault", "only a 'fault' rule takes a fault")
-        return Rule(rule_id, action, self.match(f"{where}.match", raw.get("match", {})), status,
-                    detail, limits, fault, mark)
+        return Rule(
+            rule_id,
+            action,
+            self.match(f"{where}.match", raw.get("match", {})),
+            status,
+            detail,
+            limits,
+            fault,
+            mark,
+        )
 
     def match(self, where: str, raw: Any) -> Match:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise self.fail(where, "must be a mapping of conditions")
-        self._keys(where, raw, {"client", "host", "port", "path", "variant", "tls_versions", "sni",
-                                "direction", "flight"})
+        self._keys(
+            where,
+            raw,
+            {
+                "client",
+                "host",
+                "port",
+                "path",
+                "variant",
+                "tls_versions",
+                "sni",
+                "direction",
+                "flight",
+            },
+        )
 
         def networks(value: Any) -> Any:
             return ipaddress.ip_network(str(value), strict=False)
 
         return Match(
-            clients=self._list(f"{where}.client", raw.get("client"), networks,
-                               "is not an IP address or network"),
+            clients=self._list(
+                f"{where}.client", raw.get("client"), networks, "is not an IP address or network"
+            ),
             hosts=self._list(f"{where}.host", raw.get("host"), self._string, "is not a string"),
             ports=self._list(f"{where}.port", raw.get("port"), self._port, "is not a port"),
             paths=self._list(f"{where}.path", raw.get("path"), self._path, "is not a path"),
-            variants=self._list(f"{where}.variant", raw.get("variant"),
-                                self._choice(VARIANTS), f"is not one of {', '.join(VARIANTS)}"),
-            tls_versions=self._list(f"{where}.tls_versions", raw.get("tls_versions"),
-                                    self._tls_version, "is not a TLS version (1.0 to 1.3)"),
+            variants=self._list(
+                f"{where}.variant",
+                raw.get("variant"),
+                self._choice(VARIANTS),
+                f"is not one of {', '.join(VARIANTS)}",
+            ),
+            tls_versions=self._list(
+                f"{where}.tls_versions",
+                raw.get("tls_versions"),
+                self._tls_version,
+                "is not a TLS version (1.0 to 1.3)",
+            ),
             snis=self._list(f"{where}.sni", raw.get("sni"), self._string, "is not a string"),
-            directions=self._list(f"{where}.direction", raw.get("direction"),
-                                  self._choice(DIRECTIONS), "is not 'request' or 'response'"),
-            flights=self._list(f"{where}.flight", raw.get("flight"), self._positive,
-                               "is not a flight number (1, 2, ...)"),
+            directions=self._list(
+                f"{where}.direction",
+                raw.get("direction"),
+                self._choice(DIRECTIONS),
+                "is not 'request' or 'response'",
+            ),
+            flights=self._list(
+                f"{where}.flight",
+                raw.get("flight"),
+                self._positive,
+                "is not a flight number (1, 2, ...)",
+            ),
         )
 
     def limits(self, where: str, raw: Any) -> Limits:
         if not isinstance(raw, dict) or not raw:
-            raise self.fail(where, "a limit rule needs limits: flights_per_session, "
-                                   "bytes_per_session and/or flights_per_second_per_client")
-        self._keys(where, raw, {"flights_per_session", "bytes_per_session",
-                                "flights_per_second_per_client"})
+            raise self.fail(
+                where,
+                "a limit rule needs limits: flights_per_session, "
+                "bytes_per_session and/or flights_per_second_per_client",
+            )
+        self._keys(
+            where,
+            raw,
+            {"flights_per_session", "bytes_per_session", "flights_per_second_per_client"},
+        )
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -303,7 +351,9 @@ class _Parser:
         if isinstance(raw, str):
             raw = {"type": raw}
         if not isinstance(raw, dict) or "type" not in raw:
-            raise self.fail(where, f"a fault rule needs fault.type: one of {', '.join(FAULT_TYPES)}")
+            raise self.fail(
+                where, f"a fault rule needs fault.type: one of {', '.join(FAULT_TYPES)}"
+            )
         kind = raw["type"]
         if kind not in FAULT_TYPES:
             raise self.fail(f"{where}.type", f"{kind!r} is not one of {', '.join(FAULT_TYPES)}")
@@ -332,8 +382,11 @@ class _Parser:
             raise self.fail(where, "give a bitflip either an offset or a seed, not both")
         if kind == "delay":
             seconds = raw.get("seconds")
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
-                    or not 0 < seconds <= 300:
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 < seconds <= 300
+            ):
                 raise self.fail(f"{where}.seconds", f"{seconds!r} is not a delay (0 < s <= 300)")
             values["seconds"] = float(seconds)
         if kind == "replay" and "flight" in raw:
@@ -342,8 +395,9 @@ class _Parser:
                 raise self.fail(f"{where}.flight", f"{raw['flight']!r} is not a flight number")
         if kind == "content-type":
             if bool(raw.get("strip")) == ("set" in raw):
-                raise self.fail(where, "a content-type fault takes either 'set: TYPE' or "
-                                       "'strip: true'")
+                raise self.fail(
+                    where, "a content-type fault takes either 'set: TYPE' or 'strip: true'"
+                )
             if "set" in raw:
                 if not isinstance(raw["set"], str) or not raw["set"]:
                     raise self.fail(f"{where}.set", "must be a media type string")
@@ -355,8 +409,9 @@ class _Parser:
     def _keys(self, where: str, raw: dict[str, Any], allowed: set[str]) -> None:
         unknown = sorted(set(map(str, raw)) - allowed)
         if unknown:
-            raise self.fail(where, f"unknown key {unknown[0]!r} "
-                                   f"(allowed: {', '.join(sorted(allowed))})")
+            raise self.fail(
+                where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+            )
 
     def _list(self, where: str, raw: Any, convert: Callable[[Any], Any], what: str) -> tuple:
         if raw is None:
@@ -386,13 +441,17 @@ class _Parser:
 
     @staticmethod
     def _port(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) \
-            and 0 < value < 65536 else None
+        return (
+            value
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+            else None
+        )
 
     @staticmethod
     def _positive(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) \
-            and value > 0 else None
+        return (
+            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+        )
 
     @staticmethod
     def _tls_version(value: Any) -> str | None:

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "authenticates the service end to end",
     )
     carrier.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
+    carrier.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="restart the handshake this many times after a carrier failure "
+        "(default 2; TLS failures are never retried)",
+    )
     req = p.add_argument_group("the request sent over ATLS")
     req.add_argument("--request", default="GET /api/whoami", help="'METHOD /path'")
     req.add_argument("--data", help="request body (text)")
@@ -136,6 +143,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             variant=Variant.DRAFT00 if args.draft00 else Variant.CURRENT,
             exporter=exporter,
             carrier=carrier,
+            retries=max(0, args.retries),
         ) as client:
             info = client.handshake()
             binding = client.binding
@@ -150,6 +158,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                 "exporter_context": args.exporter_context,
                 "exporter_fingerprint": binding.keys.fingerprint if binding.keys else None,
                 "handshake_round_trips": binding.round_trips,
+                "handshake_attempts": client.handshake_attempts,
             }
             stage = "request"
             response = client.request_inner(inner)
@@ -194,6 +203,7 @@ def render(code: int, report: dict[str, Any]) -> str:
             "exporter_context",
             "exporter_fingerprint",
             "handshake_round_trips",
+            "handshake_attempts",
         ):
             lines.append(f"  {key.replace('_', ' '):<22} {session[key]}")
     if "response" in report:

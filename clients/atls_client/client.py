@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
@@ -98,6 +99,8 @@ class _ClientBase:
         exporter: ExporterSettings | None = None,
         carrier: CarrierSettings | None = None,
         server_name: str | None = None,
+        retries: int = 0,
+        backoff: float = 0.25,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.context = tls if isinstance(tls, TLSContext) else tls.build()
@@ -109,6 +112,21 @@ class _ClientBase:
             server_name or self.context.config.server_name or (urlsplit(self.base_url).hostname)
         )
         self.binding: ClientBinding | None = None
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must not be negative")
+        self.retries = retries
+        self.backoff = backoff
+        self.handshake_attempts = 0
+
+    def _retry_delay(self, attempt: int, error: CarrierError) -> float | None:
+        """Seconds to wait before the next attempt, or None when retries are spent.
+
+        Only carrier failures are retried, and always with a fresh handshake:
+        a TLS failure is a security verdict and is never retried into success.
+        """
+        if attempt >= self.retries:
+            return None
+        return self.backoff * (2**attempt)
 
     def _new_binding(self) -> ClientBinding:
         session = ATLSSession(self.context, server_name=self.server_name)
@@ -153,6 +171,20 @@ class ATLSClient(_ClientBase):
             raise _carrier_error(exc, url, self.carrier) from None
 
     def handshake(self) -> SessionInfo:
+        """Run a new ATLS handshake, retrying carrier failures ``retries`` times."""
+        attempt = 0
+        while True:
+            self.handshake_attempts = attempt + 1
+            try:
+                return self._handshake_once()
+            except CarrierError as exc:
+                delay = self._retry_delay(attempt, exc)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                attempt += 1
+
+    def _handshake_once(self) -> SessionInfo:
         binding = self._new_binding()
         message: OutgoingMessage | None = binding.start()
         while message is not None:
@@ -197,6 +229,20 @@ class AsyncATLSClient(_ClientBase):
             raise _carrier_error(exc, url, self.carrier) from None
 
     async def handshake(self) -> SessionInfo:
+        """Run a new ATLS handshake, retrying carrier failures ``retries`` times."""
+        attempt = 0
+        while True:
+            self.handshake_attempts = attempt + 1
+            try:
+                return await self._handshake_once()
+            except CarrierError as exc:
+                delay = self._retry_delay(attempt, exc)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _handshake_once(self) -> SessionInfo:
         binding = self._new_binding()
         message: OutgoingMessage | None = binding.start()
         while message is not None:

@@ -184,6 +184,12 @@ class MitmdumpProcess:
     port: int = 0
     intercept: bool = True
     upstream_ca: Path | None = None
+    policy: Path | None = None
+    audit_log: Path | None = None
+    metrics_file: Path | None = None
+    save_flows: Path | None = None
+    with_addon: bool = False
+    log_level: str = "info"
     extra_args: Sequence[str] = ()
     process: ManagedProcess | None = None
 
@@ -206,12 +212,22 @@ class MitmdumpProcess:
             "--set",
             f"confdir={self.confdir}",
             "--set",
-            "termlog_verbosity=info",
+            f"termlog_verbosity={self.log_level}",
         ]
         if not self.intercept:
             argv += ["--ignore-hosts", ".*"]
         if self.upstream_ca:
             argv += ["--set", f"ssl_verify_upstream_trusted_ca={self.upstream_ca}"]
+        if self.with_addon or self.policy or self.audit_log or self.metrics_file:
+            from atls_policy import SCRIPT
+
+            argv += ["-s", str(SCRIPT)]
+            for option, value in (("atls_policy", self.policy), ("atls_audit_log", self.audit_log),
+                                  ("atls_metrics_file", self.metrics_file)):
+                if value is not None:
+                    argv += ["--set", f"{option}={value}"]
+        if self.save_flows:
+            argv += ["--save-stream-file", str(self.save_flows)]
         argv += list(self.extra_args)
         name = "mitmdump" if self.intercept else "mitmdump-tunnel"
         self.process = ManagedProcess(name, argv, self.log_dir / f"{name}-{self.port}.log")

@@ -31,8 +31,14 @@ def flights(pki, server_context) -> dict[str, list[bytes]]:
     return out
 
 
-def atls_flow(body: bytes, *, path: str = "/.well-known/atls", content_type: str = MEDIA_TYPE,
-              cookie: str | None = None, client: str = "127.0.0.1") -> http.HTTPFlow:
+def atls_flow(
+    body: bytes,
+    *,
+    path: str = "/.well-known/atls",
+    content_type: str = MEDIA_TYPE,
+    cookie: str | None = None,
+    client: str = "127.0.0.1",
+) -> http.HTTPFlow:
     flow = tflow.tflow()
     flow.request.method = "POST"
     flow.request.path = path
@@ -77,11 +83,28 @@ def test_detection_by_label_and_path(flights):
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"hello", b"\x89PNG\r\n\x1a\n" + bytes(100), b"\x1f\x8b\x08\x00" + bytes(50),
-     b'{"a": 1}', b"\x16\x03\x03\x00\x05abc", b"\x17\x03\x03\x00\x02ab" + b"!",
-     bytes(4096), b"\x16\x03\x01"],
-    ids=["empty", "text", "png", "gzip", "json", "short-record", "trailing-byte", "zeros",
-         "header-only"],
+    [
+        b"",
+        b"hello",
+        b"\x89PNG\r\n\x1a\n" + bytes(100),
+        b"\x1f\x8b\x08\x00" + bytes(50),
+        b'{"a": 1}',
+        b"\x16\x03\x03\x00\x05abc",
+        b"\x17\x03\x03\x00\x02ab" + b"!",
+        bytes(4096),
+        b"\x16\x03\x01",
+    ],
+    ids=[
+        "empty",
+        "text",
+        "png",
+        "gzip",
+        "json",
+        "short-record",
+        "trailing-byte",
+        "zeros",
+        "header-only",
+    ],
 )
 def test_binary_that_is_not_tls_is_not_atls(body):
     assert classify_request("POST", "/upload", "application/octet-stream", body) is None
@@ -91,8 +114,10 @@ def test_binary_that_is_not_tls_is_not_atls(body):
 def test_random_binary_is_never_unlabelled_atls():
     rng = random.Random(3)
     hits = sum(
-        classify_request("POST", "/u", "application/octet-stream",
-                         rng.randbytes(rng.randrange(6, 3000))) is not None
+        classify_request(
+            "POST", "/u", "application/octet-stream", rng.randbytes(rng.randrange(6, 3000))
+        )
+        is not None
         for _ in range(3000)
     )
     assert hits == 0
@@ -111,7 +136,9 @@ def test_summaries_of_real_flights(flights, pki):
     server13 = summarize(flights["TLS1_3"][1])
     assert server13.server_hello is not None
     assert (server13.server_hello.version, server13.server_hello.cipher_suite) == (
-        "1.3", "TLS_AES_256_GCM_SHA384")
+        "1.3",
+        "TLS_AES_256_GCM_SHA384",
+    )
     assert server13.certificates == [], "TLS 1.3 certificates are encrypted"
     server12 = summarize(flights["TLS1_2"][1])
     assert server12.server_hello and server12.server_hello.version == "1.2"
@@ -154,28 +181,43 @@ def test_hostile_bodies_never_raise(flights):
         ("rules: 5", "rules: must be a list"),
         ("rules:\n  - action: allow", "rules[0].id: every rule needs a non-empty string id"),
         ("rules:\n  - {id: a, action: explode}", "rules[0].action: 'explode' is not one of"),
-        ("rules:\n  - {id: a, action: allow, match: {client: 10.0.0.0/33}}",
-         "rules[0].match.client: '10.0.0.0/33' is not an IP address or network"),
-        ("rules:\n  - {id: a, action: allow, match: {port: [443, 70000]}}",
-         "rules[0].match.port[1]: 70000 is not a port"),
-        ("rules:\n  - {id: a, action: allow, match: {variant: smuggled}}",
-         "is not one of labelled, legacy, unlabelled"),
-        ("rules:\n  - {id: a, action: allow, match: {tls_versions: ['1.4']}}",
-         "is not a TLS version"),
+        (
+            "rules:\n  - {id: a, action: allow, match: {client: 10.0.0.0/33}}",
+            "rules[0].match.client: '10.0.0.0/33' is not an IP address or network",
+        ),
+        (
+            "rules:\n  - {id: a, action: allow, match: {port: [443, 70000]}}",
+            "rules[0].match.port[1]: 70000 is not a port",
+        ),
+        (
+            "rules:\n  - {id: a, action: allow, match: {variant: smuggled}}",
+            "is not one of labelled, legacy, unlabelled",
+        ),
+        (
+            "rules:\n  - {id: a, action: allow, match: {tls_versions: ['1.4']}}",
+            "is not a TLS version",
+        ),
         ("rules:\n  - {id: a, action: allow, match: {colour: red}}", "unknown key 'colour'"),
-        ("rules:\n  - {id: a, action: allow}\n  - {id: a, action: block}",
-         "rules[1].id: duplicate rule id 'a'"),
+        (
+            "rules:\n  - {id: a, action: allow}\n  - {id: a, action: block}",
+            "rules[1].id: duplicate rule id 'a'",
+        ),
         ("rules:\n  - {id: a, action: block, status: 200}", "is not an HTTP error status"),
         ("rules:\n  - {id: a, action: limit}", "a limit rule needs limits"),
-        ("rules:\n  - {id: a, action: limit, limits: {flights_per_session: -1}}",
-         "rules[0].limits.flights_per_session: -1 is not a positive number"),
+        (
+            "rules:\n  - {id: a, action: limit, limits: {flights_per_session: -1}}",
+            "rules[0].limits.flights_per_session: -1 is not a positive number",
+        ),
         ("rules:\n  - {id: a, action: fault, fault: {type: melt}}", "'melt' is not one of"),
-        ("rules:\n  - {id: a, action: fault, fault: {type: delay, seconds: 0}}",
-         "is not a delay"),
-        ("rules:\n  - {id: a, action: fault, fault: {type: bitflip, offset: 1, seed: 2}}",
-         "either an offset or a seed"),
-        ("rules:\n  - {id: a, action: fault, fault: {type: truncate, seconds: 1}}",
-         "unknown key 'seconds'"),
+        ("rules:\n  - {id: a, action: fault, fault: {type: delay, seconds: 0}}", "is not a delay"),
+        (
+            "rules:\n  - {id: a, action: fault, fault: {type: bitflip, offset: 1, seed: 2}}",
+            "either an offset or a seed",
+        ),
+        (
+            "rules:\n  - {id: a, action: fault, fault: {type: truncate, seconds: 1}}",
+            "unknown key 'seconds'",
+        ),
         ("rules:\n  - {id: a, action: allow, fault: drop}", "only a 'fault' rule takes a fault"),
         ("default: audit", "default.action: the default is 'allow' or 'block'"),
         ("version: 2", "unsupported version 2"),
@@ -198,13 +240,16 @@ def test_empty_policy_allows_everything():
 
 
 async def test_allow_audit_and_mark(tmp_path, flights):
-    policy = write_policy(tmp_path, """
+    policy = write_policy(
+        tmp_path,
+        """
 rules:
   - {id: watch, action: audit}
   - {id: flag-13, action: mark, mark: ":eyes:", match: {tls_versions: ["1.3"]}}
   - {id: ok, action: allow, match: {sni: "atls-*"}}
 default: block
-""")
+""",
+    )
     audit_log = tmp_path / "audit.jsonl"
     a = ATLSPolicy()
     with taddons.context(a) as tctx:
@@ -225,19 +270,25 @@ default: block
         assert metrics["rules"]["watch"]["audit"] == 3
     lines = [json.loads(line) for line in audit_log.read_text().splitlines()]
     assert [(x["direction"], x["flight"], x["decision"]) for x in lines] == [
-        ("request", 1, "allow"), ("response", 1, "allow"), ("request", 2, "allow")]
+        ("request", 1, "allow"),
+        ("response", 1, "allow"),
+        ("request", 2, "allow"),
+    ]
     assert lines[0]["summary"]["client_hello"]["sni"] == "atls-service"
     assert lines[0]["session"] is None and lines[2]["session"] == lines[1]["session"]
     assert lines[2]["session"] != "cookie-1", "the cookie itself is never logged"
 
 
 async def test_block_answers_with_a_problem_naming_the_rule(tmp_path, flights):
-    policy = write_policy(tmp_path, """
+    policy = write_policy(
+        tmp_path,
+        """
 rules:
   - {id: no-legacy, action: block, status: 451, match: {variant: legacy}}
   - {id: no-smuggling, action: block, match: {variant: unlabelled}}
   - {id: no-tls12, action: block, match: {tls_versions: ["1.2"], direction: response}}
-""")
+""",
+    )
     a = ATLSPolicy()
     with taddons.context(a) as tctx:
         tctx.configure(a, atls_policy=str(policy))
@@ -247,11 +298,11 @@ rules:
         problem = json.loads(legacy.response.content)
         assert problem["rule"] == "no-legacy"
         assert problem["type"] == "urn:atls-testbed:problem:blocked-by-policy"
-        smuggled = atls_flow(flights["TLS1_3"][0], path="/upload",
-                             content_type="application/octet-stream")
+        smuggled = atls_flow(
+            flights["TLS1_3"][0], path="/upload", content_type="application/octet-stream"
+        )
         await a.request(smuggled)
-        assert smuggled.response and json.loads(smuggled.response.content)["rule"] == \
-            "no-smuggling"
+        assert smuggled.response and json.loads(smuggled.response.content)["rule"] == "no-smuggling"
         ordinary = atls_flow(b"just a file", path="/upload", content_type="text/plain")
         await a.request(ordinary)
         assert ordinary.response is None and "atls" not in ordinary.metadata
@@ -266,12 +317,15 @@ rules:
 
 
 async def test_limits(tmp_path, flights):
-    policy = write_policy(tmp_path, """
+    policy = write_policy(
+        tmp_path,
+        """
 rules:
   - id: caps
     action: limit
     limits: {flights_per_session: 2, flights_per_second_per_client: 3}
-""")
+""",
+    )
     a = ATLSPolicy()
     with taddons.context(a) as tctx:
         tctx.configure(a, atls_policy=str(policy))
@@ -293,8 +347,9 @@ rules:
 
 
 async def test_bytes_per_session_limit(tmp_path, flights):
-    policy = write_policy(tmp_path, "rules:\n  - {id: b, action: limit, limits: "
-                                    "{bytes_per_session: 2000}}\n")
+    policy = write_policy(
+        tmp_path, "rules:\n  - {id: b, action: limit, limits: {bytes_per_session: 2000}}\n"
+    )
     a = ATLSPolicy()
     with taddons.context(a) as tctx:
         tctx.configure(a, atls_policy=str(policy))
@@ -309,23 +364,43 @@ async def test_bytes_per_session_limit(tmp_path, flights):
 @pytest.mark.parametrize(
     ("fault", "check"),
     [
-        ("{type: bitflip, offset: 100, bit: 3}",
-         lambda old, new, flow: len(new) == len(old)
-         and [i for i in range(len(old)) if old[i] != new[i]] == [100]
-         and old[100] ^ new[100] == 8),
-        ("{type: bitflip, seed: 7}",
-         lambda old, new, flow: sum(bin(a ^ b).count("1") for a, b in zip(old, new)) == 1),
+        (
+            "{type: bitflip, offset: 100, bit: 3}",
+            lambda old, new, flow: (
+                len(new) == len(old)
+                and [i for i in range(len(old)) if old[i] != new[i]] == [100]
+                and old[100] ^ new[100] == 8
+            ),
+        ),
+        (
+            "{type: bitflip, seed: 7}",
+            lambda old, new, flow: (
+                sum(bin(a ^ b).count("1") for a, b in zip(old, new, strict=True)) == 1
+            ),
+        ),
         ("{type: truncate, keep: 10}", lambda old, new, flow: new == old[:10]),
         ("{type: truncate, keep: -5}", lambda old, new, flow: new == old[:-5]),
         ("{type: duplicate}", lambda old, new, flow: new == old + old),
-        ("{type: content-type, set: text/plain}",
-         lambda old, new, flow: flow.request.headers["content-type"] == "text/plain"),
-        ("{type: content-type, strip: true}",
-         lambda old, new, flow: "content-type" not in flow.request.headers),
+        (
+            "{type: content-type, set: text/plain}",
+            lambda old, new, flow: flow.request.headers["content-type"] == "text/plain",
+        ),
+        (
+            "{type: content-type, strip: true}",
+            lambda old, new, flow: "content-type" not in flow.request.headers,
+        ),
         ("{type: drop}", lambda old, new, flow: flow.error is not None and not flow.live),
     ],
-    ids=["bitflip-offset", "bitflip-seed", "truncate", "truncate-tail", "duplicate",
-         "content-type-set", "content-type-strip", "drop"],
+    ids=[
+        "bitflip-offset",
+        "bitflip-seed",
+        "truncate",
+        "truncate-tail",
+        "duplicate",
+        "content-type-set",
+        "content-type-strip",
+        "drop",
+    ],
 )
 async def test_request_faults(tmp_path, flights, fault, check):
     policy = write_policy(tmp_path, f"rules:\n  - id: f\n    action: fault\n    fault: {fault}\n")
@@ -346,9 +421,12 @@ async def test_delay_fault_waits(tmp_path, flights, monkeypatch):
         slept.append(seconds)
 
     monkeypatch.setattr(addon_module.asyncio, "sleep", fake_sleep)
-    policy = write_policy(tmp_path, "rules:\n  - {id: slow, action: fault, "
-                                    "fault: {type: delay, seconds: 2.5}, "
-                                    "match: {direction: response}}\n")
+    policy = write_policy(
+        tmp_path,
+        "rules:\n  - {id: slow, action: fault, "
+        "fault: {type: delay, seconds: 2.5}, "
+        "match: {direction: response}}\n",
+    )
     a = ATLSPolicy()
     with taddons.context(a) as tctx:
         tctx.configure(a, atls_policy=str(policy))
@@ -362,13 +440,16 @@ async def test_delay_fault_waits(tmp_path, flights, monkeypatch):
 
 
 async def test_replay_fault_and_max_times(tmp_path, flights):
-    policy = write_policy(tmp_path, """
+    policy = write_policy(
+        tmp_path,
+        """
 rules:
   - id: replay-first
     action: fault
     fault: {type: replay, flight: 1, max_times: 1}
     match: {flight: 2, direction: request}
-""")
+""",
+    )
     a = ATLSPolicy()
     with taddons.context(a) as tctx:
         tctx.configure(a, atls_policy=str(policy))
