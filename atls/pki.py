@@ -186,6 +186,20 @@ class CertificateAuthority:
             not_after=not_after,
         )
 
+    def issue_signer(
+        self, common_name: str, not_after: datetime.datetime | None = None
+    ) -> Identity:
+        """A signing identity (e.g. the vendor's voucher signer, a MASA in BRSKI terms)."""
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ATLS testbed"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+        return self._issue(
+            subject, sans=[], usage=ExtendedKeyUsageOID.CODE_SIGNING, not_after=not_after
+        )
+
     def issue_device(self, serial: str, not_after: datetime.datetime | None = None) -> Identity:
         """A device identity (IDevID-like): the serial is the subject serialNumber."""
         subject = x509.Name(
@@ -234,6 +248,17 @@ class PKIDirectory:
     @property
     def service_key(self) -> Path:
         return self.root / "service.key"
+
+    @property
+    def voucher_signer_cert(self) -> Path:
+        return self.root / "voucher-signer.pem"
+
+    @property
+    def voucher_signer_key(self) -> Path:
+        return self.root / "voucher-signer.key"
+
+    def voucher_signer(self) -> Identity:
+        return Identity.read(self.voucher_signer_cert, self.voucher_signer_key)
 
     def device_cert(self, serial: str) -> Path:
         return self.root / "devices" / f"{serial}.pem"
@@ -284,6 +309,11 @@ def init_pki(
     if not pki.service_cert.exists():
         ca.issue_server(service_names).write(pki.service_cert, pki.service_key)
         pki.created.append("service")
+    if not pki.voucher_signer_cert.exists():
+        ca.issue_signer("ATLS Voucher Signer").write(
+            pki.voucher_signer_cert, pki.voucher_signer_key
+        )
+        pki.created.append("voucher-signer")
     for serial in device_serials:
         _valid_serial(serial)
         if not pki.device_cert(serial).exists():

@@ -22,16 +22,50 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from atls.http_binding import ClientBinding, Mode, OutgoingMessage, Variant
+from atls.http_binding import ClientBinding, Mode, OutgoingMessage, ServiceRefusedError, Variant
 from atls.inner_http import InnerRequest, InnerResponse
 from atls.keys import ExporterSettings
-from atls.session import ATLSError, ATLSSession, SessionInfo, TLSConfig, TLSContext
+from atls.session import (
+    ATLSError,
+    ATLSSession,
+    IncompleteFlightError,
+    NotTLSError,
+    SessionInfo,
+    TLSAlertError,
+    TLSConfig,
+    TLSContext,
+)
 
 INNER_BASE_URL = "https://atls"
 
 
 class CarrierError(ATLSError):
     """The network connection carrying ATLS failed (connect, proxy, network TLS, timeout)."""
+
+
+# Alerts that a flight damaged in transit produces (not verdicts on identity).
+INTEGRITY_ALERTS = frozenset(
+    {
+        "bad_record_mac",
+        "decrypt_error",
+        "decode_error",
+        "unexpected_message",
+        "illegal_parameter",
+        "record_overflow",
+    }
+)
+_DAMAGE_PROBLEMS = frozenset({"not-tls", "incomplete-flight"})
+
+
+def retryable(error: ATLSError) -> bool:
+    """Whether a fresh handshake may fix this failure."""
+    if isinstance(error, CarrierError | IncompleteFlightError | NotTLSError):
+        return True
+    if isinstance(error, TLSAlertError):
+        return error.alert in INTEGRITY_ALERTS
+    if isinstance(error, ServiceRefusedError):
+        return error.problem.slug in _DAMAGE_PROBLEMS
+    return False
 
 
 @dataclass(frozen=True)
@@ -118,13 +152,15 @@ class _ClientBase:
         self.backoff = backoff
         self.handshake_attempts = 0
 
-    def _retry_delay(self, attempt: int, error: CarrierError) -> float | None:
-        """Seconds to wait before the next attempt, or None when retries are spent.
+    def _retry_delay(self, attempt: int, error: ATLSError) -> float | None:
+        """Seconds to wait before the next attempt, or None when not to retry.
 
-        Only carrier failures are retried, and always with a fresh handshake:
-        a TLS failure is a security verdict and is never retried into success.
+        Retried, always with a fresh, fully verified handshake: carrier failures
+        and flights damaged in transit (integrity alerts, truncated or garbled
+        flights). Never retried: authentication verdicts (unknown_ca,
+        bad_certificate, ...) and refusals, which no retry can honestly change.
         """
-        if attempt >= self.retries:
+        if attempt >= self.retries or not retryable(error):
             return None
         return self.backoff * (2**attempt)
 
@@ -177,7 +213,7 @@ class ATLSClient(_ClientBase):
             self.handshake_attempts = attempt + 1
             try:
                 return self._handshake_once()
-            except CarrierError as exc:
+            except ATLSError as exc:
                 delay = self._retry_delay(attempt, exc)
                 if delay is None:
                     raise
@@ -235,7 +271,7 @@ class AsyncATLSClient(_ClientBase):
             self.handshake_attempts = attempt + 1
             try:
                 return await self._handshake_once()
-            except CarrierError as exc:
+            except ATLSError as exc:
                 delay = self._retry_delay(attempt, exc)
                 if delay is None:
                     raise

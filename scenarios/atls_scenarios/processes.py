@@ -222,8 +222,11 @@ class MitmdumpProcess:
             from atls_policy import SCRIPT
 
             argv += ["-s", str(SCRIPT)]
-            for option, value in (("atls_policy", self.policy), ("atls_audit_log", self.audit_log),
-                                  ("atls_metrics_file", self.metrics_file)):
+            for option, value in (
+                ("atls_policy", self.policy),
+                ("atls_audit_log", self.audit_log),
+                ("atls_metrics_file", self.metrics_file),
+            ):
                 if value is not None:
                     argv += ["--set", f"{option}={value}"]
         if self.save_flows:

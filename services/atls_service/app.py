@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from atls.pki import Identity, PKIDirectory
 from atls.session import Role, TLSConfig, TLSVersion
 
 from .api import api_routes
+from .bootstrap import BootstrapAPI, Registry
 from .endpoint import ATLSEndpoint, problem_response
 from .logs import log_event
 from .store import SessionLimits, SessionStore
@@ -39,15 +41,19 @@ class ServiceSettings:
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
     min_version: TLSVersion = TLSVersion.TLS1_2
     max_version: TLSVersion = TLSVersion.TLS1_3
+    voucher_signer: Identity | None = None
+    operator_token: str | None = None
+    voucher_lifetime: datetime.timedelta = datetime.timedelta(minutes=10)
 
     @classmethod
     def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
         """Service certificate from ``root``; devices must chain to its vendor CA."""
         pki = PKIDirectory(Path(root))
+        signer = pki.voucher_signer() if pki.voucher_signer_cert.exists() else None
         return cls(
             identity=pki.service(),
             client_anchors=pki.vendor_ca().cert_pem,
-            **kwargs,
+            **{"voucher_signer": signer, **kwargs},
         )
 
     def tls_config(self) -> TLSConfig:
@@ -84,7 +90,12 @@ def create_app(settings: ServiceSettings) -> Starlette:
         endpoint = endpoint_holder["endpoint"]
         return {"store": store.stats(), "counters": dict(endpoint.counters)}
 
-    api = Starlette(routes=api_routes(health), exception_handlers=EXCEPTION_HANDLERS)
+    registry = Registry()
+    bootstrap = BootstrapAPI(
+        registry, settings.voucher_signer, settings.operator_token, settings.voucher_lifetime
+    )
+    own_routes = [*api_routes(health), *bootstrap.routes()]
+    api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)
     endpoint = ATLSEndpoint(settings.tls_config().build(), store, api, settings.exporter)
     endpoint_holder["endpoint"] = endpoint
 
@@ -110,9 +121,10 @@ def create_app(settings: ServiceSettings) -> Starlette:
     routes = [
         Route(WELL_KNOWN_PATH, endpoint.handle, methods=["POST"]),
         Route(LEGACY_PATH, endpoint.handle, methods=["POST"]),
-        *api_routes(health),
+        *own_routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.store = store
     app.state.endpoint = endpoint
+    app.state.registry = registry
     return app

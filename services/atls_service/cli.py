@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -59,8 +62,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handshake-ttl", type=float, default=d.handshake_ttl, help="seconds")
     p.add_argument("--idle-ttl", type=float, default=d.idle_ttl, help="seconds")
     p.add_argument("--max-flight-bytes", type=int, default=d.max_flight_bytes)
+    p.add_argument(
+        "--operator-token-file",
+        type=Path,
+        help="file holding the operator API token (default: PKI/operator-token, "
+        "created with a random token if missing; env ATLS_OPERATOR_TOKEN wins)",
+    )
+    p.add_argument(
+        "--voucher-lifetime",
+        type=float,
+        default=600.0,
+        help="seconds a voucher stays valid (default 600)",
+    )
     p.add_argument("--log-level", default="info")
     return p
+
+
+def operator_token(path: Path) -> str:
+    """ATLS_OPERATOR_TOKEN, else the token in ``path`` (created, mode 0600, if missing)."""
+    token = os.environ.get("ATLS_OPERATOR_TOKEN")
+    if token:
+        return token
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"operator token file {path} is empty")
+    return token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             min_version=TLSVersion.parse(args.tls_min),
             max_version=TLSVersion.parse(args.tls_max),
+            operator_token=operator_token(args.operator_token_file or args.pki / "operator-token"),
+            voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
         )
     except (PKIError, ValueError, OSError) as exc:
         print(f"atls-service: {exc}", file=sys.stderr)

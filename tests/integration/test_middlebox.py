@@ -37,14 +37,21 @@ class Middlebox:
         self.audit = root / "audit.jsonl"
         self.metrics = root / "metrics.json"
         self.flows = root / "flows.mitm"
-        self.proc = MitmdumpProcess(root / "conf", root, upstream_ca=pki.vendor_ca_cert,
-                                    policy=self.policy, audit_log=self.audit,
-                                    metrics_file=self.metrics, save_flows=self.flows)
+        self.proc = MitmdumpProcess(
+            root / "conf",
+            root,
+            upstream_ca=pki.vendor_ca_cert,
+            policy=self.policy,
+            audit_log=self.audit,
+            metrics_file=self.metrics,
+            save_flows=self.flows,
+        )
         self.pki = pki
 
     def client(self, url: str, **kw: object) -> ATLSClient:
-        carrier = CarrierSettings(proxy=self.proc.url, network_tls_verify=False,
-                                  timeout=float(kw.pop("timeout", 10.0)))  # type: ignore[arg-type]
+        carrier = CarrierSettings(
+            proxy=self.proc.url, network_tls_verify=False, timeout=float(kw.pop("timeout", 10.0))
+        )  # type: ignore[arg-type]
         return atls_client(self.pki, url, carrier=carrier, **kw)  # type: ignore[arg-type]
 
     def audit_lines(self) -> list[dict]:
@@ -100,29 +107,51 @@ def test_allow_handshake_and_request_through_the_middlebox(pki, service, middleb
 
 
 def test_block_is_reported_cleanly(pki, service, middlebox):
-    box = middlebox("rules:\n  - {id: no-atls, action: block, status: 403, "
-                    "match: {variant: [labelled, legacy]}}\n")
+    box = middlebox(
+        "rules:\n  - {id: no-atls, action: block, status: 403, "
+        "match: {variant: [labelled, legacy]}}\n"
+    )
     before = service_health(pki, service)["counters"].get("handshakes", 0)
     with box.client(service.url) as client:
         with pytest.raises(ServiceRefusedError) as refused:
             client.handshake()
     problem = refused.value.problem
-    assert (problem.status, problem.slug, problem.extra["rule"]) == (403, "blocked-by-policy",
-                                                                     "no-atls")
+    assert (problem.status, problem.slug, problem.extra["rule"]) == (
+        403,
+        "blocked-by-policy",
+        "no-atls",
+    )
     assert service_health(pki, service)["counters"].get("handshakes", 0) == before
     result = subprocess.run(
-        [sys.executable, "-m", "atls_client.cli", service.url, "--pki", str(pki.root),
-         "--server-name", "127.0.0.1", "--proxy", box.proc.url, "--no-network-tls-verify",
-         "--draft00"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "atls_client.cli",
+            service.url,
+            "--pki",
+            str(pki.root),
+            "--server-name",
+            "127.0.0.1",
+            "--proxy",
+            box.proc.url,
+            "--no-network-tls-verify",
+            "--draft00",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 5
     assert "blocked-by-policy" in result.stderr and "no-atls" in result.stderr
     assert {x["decision"] for x in box.audit_lines()} == {"block"}
 
 
-@pytest.mark.parametrize(("direction", "flight", "origin"),
-                         [("response", 1, "local"), ("request", 2, "peer")])
+@pytest.mark.parametrize(
+    ("direction", "flight", "origin"), [("response", 1, "local"), ("request", 2, "peer")]
+)
 def test_bit_flip_fails_the_handshake_and_the_service_stays_healthy(
-        pki, service, middlebox, direction, flight, origin):
+    pki, service, middlebox, direction, flight, origin
+):
     box = middlebox(f"""
 rules:
   - id: flip
@@ -143,21 +172,27 @@ rules:
 
 
 def test_delay_within_timeout_succeeds_and_beyond_fails_clearly(pki, service, middlebox):
-    box = middlebox("rules:\n  - {id: slow, action: fault, fault: {type: delay, seconds: 0.4}, "
-                    "match: {direction: response, flight: 1}}\n")
+    box = middlebox(
+        "rules:\n  - {id: slow, action: fault, fault: {type: delay, seconds: 0.4}, "
+        "match: {direction: response, flight: 1}}\n"
+    )
     with box.client(service.url) as client:
         client.handshake()
         assert client.http.get("/api/hello").status_code == 200
-    slow = middlebox("rules:\n  - {id: slower, action: fault, fault: {type: delay, seconds: 3}, "
-                     "match: {direction: response}}\n")
+    slow = middlebox(
+        "rules:\n  - {id: slower, action: fault, fault: {type: delay, seconds: 3}, "
+        "match: {direction: response}}\n"
+    )
     with slow.client(service.url, timeout=1.0) as client:
         with pytest.raises(CarrierError, match="ReadTimeout"):
             client.handshake()
 
 
 def test_drop_is_retried_with_a_fresh_handshake(pki, service, middlebox):
-    box = middlebox("rules:\n  - {id: drop-once, action: fault, "
-                    "fault: {type: drop, max_times: 1}, match: {flight: 2, direction: request}}\n")
+    box = middlebox(
+        "rules:\n  - {id: drop-once, action: fault, "
+        "fault: {type: drop, max_times: 1}, match: {flight: 2, direction: request}}\n"
+    )
     with box.client(service.url) as client:
         client.retries = 2
         client.backoff = 0.05
@@ -180,8 +215,9 @@ def test_the_middlebox_never_holds_atls_plaintext(pki, service, middlebox):
         for variant in Variant:
             with box.client(service.url, mode=mode, variant=variant) as client:
                 client.handshake()
-                reply = client.http.post("/api/echo", content=canary,
-                                         headers={"x-canary": canary.decode()})
+                reply = client.http.post(
+                    "/api/echo", content=canary, headers={"x-canary": canary.decode()}
+                )
                 assert reply.content == canary
     # Control: the same canary over ordinary HTTPS through the same middlebox is visible,
     # so the check below could fail.

@@ -11,7 +11,7 @@ from atls.pki import PKIError, device_serial, init_pki
 
 def test_init_is_idempotent_and_adds_only_what_is_missing(tmp_path):
     first = init_pki(tmp_path, device_serials=["a-1"])
-    assert first.created == ["vendor-ca", "service", "device a-1"]
+    assert first.created == ["vendor-ca", "service", "voucher-signer", "device a-1"]
     before = first.vendor_ca_cert.read_bytes(), first.device_cert("a-1").read_bytes()
     again = init_pki(tmp_path, device_serials=["a-1", "b-2"])
     assert again.created == ["device b-2"]

@@ -1,0 +1,112 @@
+"""``atls-device``: a bootstrapping device.
+
+    atls-device bootstrap --service URL --pki DIR --device SERIAL --store DIR [--proxy URL]
+    atls-device show --store DIR
+
+Exit codes of ``bootstrap`` are listed by ``atls-device bootstrap --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from atls.http_binding import Mode, Variant
+from atls.pki import PKIDirectory, PKIError
+
+from .bootstrap import EXIT_CODES, EXIT_USAGE, Bootstrap, BootstrapConfig
+from .truststore import TrustStore, TrustStoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    codes = ", ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+    p = argparse.ArgumentParser(prog="atls-device", description="A bootstrapping ATLS device.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser(
+        "bootstrap",
+        help="get the local domain's trust anchors over ATLS",
+        epilog=f"exit codes: {codes}",
+    )
+    b.add_argument("--service", required=True, help="service base URL, e.g. https://svc:8443")
+    b.add_argument("--pki", type=Path, default=Path("pki"), help="test PKI directory")
+    b.add_argument("--device", help="device serial (default: the first in the PKI)")
+    b.add_argument("--store", type=Path, required=True, help="the device's trust store directory")
+    b.add_argument("--proxy", help="HTTP proxy (the middlebox, explicit mode)")
+    b.add_argument("--server-name", help="name the ATLS service must prove (default: URL host)")
+    b.add_argument("--draft00", action="store_true", help="use draft-00's /atls form")
+    b.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPORT.value)
+    b.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries after carrier failures or damaged flights (default 2)",
+    )
+    b.add_argument("--backoff", type=float, default=0.25, help="first retry delay, seconds")
+    b.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
+    b.add_argument("--report", type=Path, help="also write the JSON report to this file")
+    b.add_argument("--json", action="store_true", help="print the JSON report, not progress")
+    s = sub.add_parser("show", help="show the trust store")
+    s.add_argument("--store", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "show":
+        try:
+            store = TrustStore(args.store)
+            installed = store.load()
+            print(
+                f"factory anchors: {[c.subject.rfc4514_string() for c in store.factory_anchors()]}"
+            )
+            if installed is None:
+                print("installed: nothing")
+            else:
+                print(
+                    f"installed: {installed.generation}: "
+                    f"{[c.subject.rfc4514_string() for c in installed.anchors]}"
+                )
+        except TrustStoreError as exc:
+            print(f"atls-device: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
+    try:
+        pki = PKIDirectory(args.pki)
+        serial = args.device or next(iter(pki.device_serials()), None)
+        if serial is None:
+            raise PKIError(f"no device identities in {pki.root / 'devices'}")
+        config = BootstrapConfig(
+            service_url=args.service.rstrip("/"),
+            identity=pki.device(serial),
+            vendor_anchor_pem=pki.vendor_ca_cert.read_bytes(),
+            store=args.store,
+            proxy=args.proxy,
+            server_name=args.server_name,
+            variant=Variant.DRAFT00 if args.draft00 else Variant.CURRENT,
+            mode=Mode(args.mode),
+            retries=max(0, args.retries),
+            backoff=max(0.0, args.backoff),
+            timeout=args.timeout,
+        )
+        bootstrap = Bootstrap(config, None if args.json else (lambda line: print(line, flush=True)))
+    except (PKIError, OSError, ValueError) as exc:
+        print(f"atls-device: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = bootstrap.run()
+    data = report.to_dict()
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(data, indent=2))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif report.exit_code:
+        print(f"atls-device: {report.device}: {report.error}", file=sys.stderr)
+    else:
+        print(f"[{report.device}] {report.result}; anchors installed: {report.anchors or 'none'}")
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
