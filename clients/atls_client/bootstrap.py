@@ -75,6 +75,8 @@ class BootstrapConfig:
     backoff: float = 0.25
     timeout: float = 10.0
     app_path: str = "/api/hello"
+    # Anchors the device ships with for *network* TLS; default: the vendor anchor.
+    factory_anchors_pem: bytes | None = None
 
 
 @dataclass
@@ -136,7 +138,7 @@ class Bootstrap:
 
     def run(self) -> BootstrapReport:
         try:
-            self.store.initialize(self.config.vendor_anchor_pem)
+            self.store.initialize(self.config.factory_anchors_pem or self.config.vendor_anchor_pem)
             self._flow()
         except _Stop as stop:
             self.report.exit_code = stop.code

@@ -9,6 +9,7 @@ from pathlib import Path
 from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
 
 from .processes import ProcessError
+from .scenario import ScenarioError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--service-name",
         action="append",
         help=f"service certificate name (repeatable; default {DEFAULT_SERVICE_NAMES})",
+    )
+
+    sub.add_parser("list", help="list the scenarios")
+    run = sub.add_parser("run", help="run a scenario and check its expectations")
+    run.add_argument("scenario", help="scenario name (see 'list') or path to a YAML file")
+    run.add_argument(
+        "--engine",
+        choices=["local", "compose"],
+        default="local",
+        help="local processes on loopback (default) or Docker Compose",
+    )
+    run.add_argument("--devices", type=int, help="override the number of devices")
+    run.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        help="where run directories go (default ./reports)",
     )
 
     sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
@@ -59,6 +77,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  vendor CA   {pki.vendor_ca_cert}\n  service     {pki.service_cert}")
             print(f"  devices     {len(pki.device_serials())} in {pki.root / 'devices'}")
             return 0
+        if args.command == "list":
+            from .scenario import available
+
+            for scenario in available():
+                print(
+                    f"{scenario.name:<16} {scenario.devices.count:>3} device(s)  "
+                    f"{scenario.description}"
+                )
+            return 0
+        if args.command == "run":
+            from .runner import run_scenario
+            from .scenario import find_scenario
+
+            scenario = find_scenario(args.scenario)
+            if args.devices is not None:
+                if args.devices < 1:
+                    raise ScenarioError("--devices must be at least 1")
+                scenario = scenario.with_devices(args.devices)
+            result = run_scenario(scenario, args.report_dir, args.engine)
+            return 0 if result.ok else 1
         if args.command == "addon-path":
             from atls_policy import SCRIPT
 
@@ -68,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.pki, args.report_dir)
-    except (PKIError, ProcessError, OSError) as exc:
+    except (PKIError, ProcessError, ScenarioError, OSError) as exc:
         print(f"atls-testbed: {exc}", file=sys.stderr)
         return 2
     return 2

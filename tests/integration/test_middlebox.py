@@ -160,15 +160,26 @@ rules:
     match: {{direction: {direction}, flight: {flight}}}
 """)
     with box.client(service.url) as client:
+        client.retries, client.backoff = 2, 0.01
         with pytest.raises(TLSAlertError) as failure:
             client.handshake()
     assert failure.value.alert and failure.value.origin == origin
-    assert client.handshake_attempts == 1, "a TLS failure is never retried"
+    assert client.handshake_attempts == 3, "damage in transit: fresh handshakes, bounded"
     assert service_health(pki, service)["status"] == "ok"
     fault_lines = [x for x in box.audit_lines() if x["decision"] == "fault"]
-    assert len(fault_lines) == 1 and fault_lines[0]["fault"].startswith("flipped bit")
+    assert len(fault_lines) == 3 and fault_lines[0]["fault"].startswith("flipped bit")
     with atls_client(pki, service.url) as direct:  # the service still serves others
         direct.handshake()
+
+
+def test_authentication_failures_are_never_retried(pki, service, middlebox):
+    box = middlebox("default: allow\n")
+    with box.client(service.url, server_name="wrong.example") as client:
+        client.retries, client.backoff = 3, 0.01
+        with pytest.raises(TLSAlertError) as failure:
+            client.handshake()
+    assert failure.value.alert == "bad_certificate"
+    assert client.handshake_attempts == 1
 
 
 def test_delay_within_timeout_succeeds_and_beyond_fails_clearly(pki, service, middlebox):

@@ -1,0 +1,213 @@
+"""The default engine: every component a real local process on loopback.
+
+atls-service (network TLS), mitmdump with the policy addon (explicit proxy),
+optionally a plain forward proxy in front of it, and one ``atls-device``
+process per device. The operator step registers the middlebox's CA and the
+device serials through the service's operator API, as a domain operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from atls.pki import init_pki
+
+from .processes import MitmdumpProcess, ServiceProcess
+from .scenario import Scenario
+
+DEVICE_TIMEOUT = 180.0
+
+
+@dataclass
+class Observations:
+    """Everything a run gathered, engine-independent, for the expectations."""
+
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    health: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def operator_setup(
+    service_url: str,
+    ca_cert: Path,
+    token: str,
+    serials: list[str],
+    verify: str,
+    claim: bool,
+    domain: str = "lab",
+) -> None:
+    """Register the domain CA and claim the serials, as the domain's operator."""
+    headers = {"authorization": f"Bearer {token}"}
+    context = ssl.create_default_context(cafile=verify)
+    with httpx.Client(verify=context, headers=headers, timeout=30, trust_env=False) as http:
+        answer = http.put(
+            f"{service_url}/operator/domains/{domain}", json={"ca_certs": ca_cert.read_text()}
+        )
+        answer.raise_for_status()
+        if claim:
+            http.post(
+                f"{service_url}/operator/domains/{domain}/claims", json={"serials": serials}
+            ).raise_for_status()
+
+
+def fetch_events(service_url: str, token: str, verify: str) -> tuple[list[dict], dict | None]:
+    context = ssl.create_default_context(cafile=verify)
+    with httpx.Client(verify=context, timeout=30, trust_env=False) as http:
+        events = http.get(
+            f"{service_url}/operator/events", headers={"authorization": f"Bearer {token}"}
+        ).json()["events"]
+        health = http.get(f"{service_url}/healthz").json()
+    return events, health
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(
+        self, scenario: Scenario, run_dir: Path, say: Callable[[str], None] = print
+    ) -> None:
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.say = say
+
+    def run(self) -> Observations:
+        sc = self.scenario
+        serials = [f"device-{i:04d}" for i in range(1, sc.devices.count + 1)]
+        pki = init_pki(self.run_dir / "pki", device_serials=serials)
+        logs = self.run_dir / "logs"
+        obs = Observations()
+        self.say(f"[runner] test PKI with {len(serials)} devices in {pki.root}")
+        service = ServiceProcess(pki.root, logs)
+        mitm: MitmdumpProcess | None = None
+        front: MitmdumpProcess | None = None
+        audit_log = self.run_dir / "audit.jsonl"
+        try:
+            service.start()
+            self.say(f"[runner] atls-service at {service.url}")
+            proxy = None
+            if sc.topology.middlebox:
+                policy = self.run_dir / "policy.yaml"
+                policy.write_text(sc.policy_text)
+                mitm = MitmdumpProcess(
+                    self.run_dir / "mitmproxy",
+                    logs,
+                    upstream_ca=pki.vendor_ca_cert,
+                    policy=policy,
+                    audit_log=audit_log,
+                ).start()
+                proxy = mitm.url
+                self.say(f"[runner] middlebox mitmdump + ATLS addon at {mitm.url}")
+                if sc.topology.forward_proxy:
+                    front = MitmdumpProcess(
+                        self.run_dir / "front-proxy",
+                        logs,
+                        intercept=False,
+                        extra_args=["--mode", f"upstream:{mitm.url}"],
+                    ).start()
+                    proxy = front.url
+                    self.say(f"[runner] plain forward proxy at {front.url} -> middlebox")
+            token = (pki.root / "operator-token").read_text().strip()
+            verify = str(pki.vendor_ca_cert)
+            if sc.topology.register_domain:
+                ca = mitm.ca_cert if mitm else pki.vendor_ca_cert
+                operator_setup(service.url, ca, token, serials, verify, sc.topology.claim_devices)
+                self.say(
+                    f"[runner] operator registered domain CA {ca.name} and "
+                    f"{'claimed ' + str(len(serials)) + ' devices' if sc.topology.claim_devices else 'claimed no devices'}"
+                )
+            obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
+            obs.events, obs.health = fetch_events(service.url, token, verify)
+        finally:
+            for proc in (front, mitm):
+                if proc:
+                    proc.stop()
+            service.stop()
+        if audit_log.exists():
+            obs.audit = [json.loads(line) for line in audit_log.read_text().splitlines()]
+        return obs
+
+    def _run_devices(
+        self, serials: list[str], url: str, pki_root: Path, proxy: str | None
+    ) -> list[dict[str, Any]]:
+        sc = self.scenario
+        reports: list[dict[str, Any]] = []
+        started = time.monotonic()
+
+        def one(serial: str) -> dict[str, Any]:
+            report_path = self.run_dir / "devices" / f"{serial}.json"
+            argv = [
+                sys.executable,
+                "-m",
+                "atls_client.device_cli",
+                "bootstrap",
+                "--service",
+                url,
+                "--pki",
+                str(pki_root),
+                "--device",
+                serial,
+                "--store",
+                str(self.run_dir / "stores" / serial),
+                "--retries",
+                str(sc.devices.retries),
+                "--backoff",
+                "0.1",
+                "--timeout",
+                str(sc.devices.timeout),
+                "--mode",
+                sc.devices.mode,
+                "--report",
+                str(report_path),
+                "--json",
+            ]
+            if proxy:
+                argv += ["--proxy", proxy]
+            if sc.devices.variant == "draft-00":
+                argv.append("--draft00")
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=DEVICE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return {
+                    "device": serial,
+                    "exit_code": -1,
+                    "result": "failed",
+                    "error": f"device did not finish in {DEVICE_TIMEOUT:.0f}s",
+                    "steps": [],
+                }
+            try:
+                report: dict[str, Any] = json.loads(report_path.read_text())
+            except (OSError, ValueError):
+                report = {
+                    "device": serial,
+                    "result": "failed",
+                    "steps": [],
+                    "error": f"no report; stderr: {done.stderr[-500:]}",
+                }
+            report["exit_code"] = done.returncode
+            return report
+
+        with ThreadPoolExecutor(max_workers=max(1, sc.devices.parallel)) as pool:
+            futures = [pool.submit(one, s) for s in serials]
+            for n, future in enumerate(as_completed(futures), 1):
+                report = future.result()
+                reports.append(report)
+                if n == len(serials) or n % max(1, len(serials) // 10) == 0:
+                    self.say(
+                        f"[runner] devices {n}/{len(serials)} finished "
+                        f"({time.monotonic() - started:.1f}s); last: {report['device']} "
+                        f"exit {report['exit_code']} {report.get('result')}"
+                    )
+        return sorted(reports, key=lambda r: r["device"])

@@ -1,0 +1,158 @@
+"""Vouchers and CA bundles: every way they can be wrong is refused with a precise reason."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import json
+import os
+
+import pytest
+
+from atls.cacerts import BundleError, decode_cacerts, encode_cacerts, vouched_anchors
+from atls.pki import CertificateAuthority
+from atls.voucher import Voucher, VoucherError, check_nonce, sign_voucher, verify_voucher
+
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+@pytest.fixture(scope="module")
+def domain_ca() -> CertificateAuthority:
+    return CertificateAuthority.create("Domain CA (middlebox)")
+
+
+@pytest.fixture
+def nonce() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _voucher(
+    domain_ca, nonce, serial="device-0001", created=NOW, lifetime=datetime.timedelta(minutes=10)
+) -> Voucher:
+    return Voucher("logged", serial, nonce, created, created + lifetime, domain_ca.certificate)
+
+
+def _verify(pki, signed, nonce, serial="device-0001", now=None):
+    return verify_voucher(
+        signed,
+        vendor_anchor=pki.vendor_ca().certificate,
+        serial_number=serial,
+        nonce=nonce,
+        now=now,
+    )
+
+
+def test_a_good_voucher_verifies(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.voucher_signer())
+    header = json.loads(base64.urlsafe_b64decode(signed["signatures"][0]["protected"] + "=="))
+    assert header["typ"] == "voucher-jws+json" and header["alg"] == "ES256"
+    accepted = _verify(pki, signed, nonce)
+    assert accepted.pinned_domain_cert == domain_ca.certificate
+    assert accepted.serial_number == "device-0001"
+
+
+def test_expired(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.voucher_signer())
+    with pytest.raises(VoucherError, match="voucher expired at"):
+        _verify(pki, signed, nonce, now=NOW + datetime.timedelta(minutes=11))
+
+
+def test_created_in_the_future(pki, domain_ca, nonce):
+    later = NOW + datetime.timedelta(hours=1)
+    signed = sign_voucher(_voucher(domain_ca, nonce, created=later), pki.voucher_signer())
+    with pytest.raises(VoucherError, match="created in the future"):
+        _verify(pki, signed, nonce)
+
+
+def test_wrong_serial(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce, serial="device-0002"), pki.voucher_signer())
+    with pytest.raises(VoucherError, match="voucher is for serial 'device-0002'"):
+        _verify(pki, signed, nonce)
+
+
+def test_wrong_nonce(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.voucher_signer())
+    other = base64.b64encode(os.urandom(32)).decode()
+    with pytest.raises(VoucherError, match="nonce does not match"):
+        _verify(pki, signed, other)
+
+
+def test_bad_signature(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.voucher_signer())
+    forged = copy.deepcopy(signed)
+    payload = json.loads(base64.urlsafe_b64decode(forged["payload"] + "=="))
+    payload["ietf-voucher:voucher"]["serial-number"] = "device-0001 "
+    forged["payload"] = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    with pytest.raises(VoucherError, match="bad voucher signature"):
+        _verify(pki, forged, nonce)
+
+
+def test_signed_by_an_unknown_key(pki, domain_ca, nonce, rogue_ca):
+    impostor = rogue_ca.issue_signer("Rogue Voucher Signer")
+    signed = sign_voucher(_voucher(domain_ca, nonce), impostor)
+    with pytest.raises(VoucherError, match="signed by an unknown key"):
+        _verify(pki, signed, nonce)
+
+
+def test_a_valid_signer_cannot_sign_with_another_key(pki, domain_ca, nonce, rogue_ca):
+    """x5c names the genuine signer, but the signature is by another key."""
+    from atls.pki import Identity
+
+    genuine = pki.voucher_signer()
+    other_key = rogue_ca.issue_signer("Other").key_pem
+    mixed = Identity(genuine.chain_pem, other_key)
+    signed = sign_voucher(_voucher(domain_ca, nonce), mixed)
+    with pytest.raises(VoucherError, match="bad voucher signature"):
+        _verify(pki, signed, nonce)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: "not a dict", "not a JWS General JSON Serialization"),
+        (lambda s: {**s, "signatures": []}, "not a JWS General JSON Serialization"),
+        (
+            lambda s: {**s, "signatures": [{"protected": "!!", "signature": "x"}]},
+            "protected header does not decode",
+        ),
+    ],
+)
+def test_malformed_documents(pki, domain_ca, nonce, mutate, message):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.voucher_signer())
+    with pytest.raises(VoucherError, match=message):
+        _verify(pki, mutate(signed), nonce)
+
+
+def test_nonce_rules():
+    with pytest.raises(VoucherError, match="not base64"):
+        check_nonce("***")
+    with pytest.raises(VoucherError, match="16 to 64"):
+        check_nonce(base64.b64encode(b"short").decode())
+    assert len(check_nonce(base64.b64encode(os.urandom(16)).decode())) == 16
+
+
+def test_bundle_round_trip_and_vouching(domain_ca):
+    sub = domain_ca.issue_signer("Sub CA of the domain").certificate
+    bundle = decode_cacerts(encode_cacerts([domain_ca.certificate, sub]))
+    assert vouched_anchors(bundle, domain_ca.certificate) == [domain_ca.certificate, sub]
+
+
+def test_bundle_without_the_pinned_cert_is_refused(domain_ca, rogue_ca):
+    bundle = decode_cacerts(encode_cacerts([rogue_ca.certificate]))
+    with pytest.raises(BundleError, match="does not contain the voucher's pinned"):
+        vouched_anchors(bundle, domain_ca.certificate)
+
+
+def test_bundle_with_an_unvouched_extra_is_refused(domain_ca, rogue_ca):
+    bundle = decode_cacerts(encode_cacerts([domain_ca.certificate, rogue_ca.certificate]))
+    with pytest.raises(BundleError, match="did not issue"):
+        vouched_anchors(bundle, domain_ca.certificate)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [(b"***", "not base64"), (base64.b64encode(b"junk"), "not a PKCS#7")]
+)
+def test_malformed_bundles(body, message):
+    with pytest.raises(BundleError, match=message):
+        decode_cacerts(body)
