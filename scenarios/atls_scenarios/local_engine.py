@@ -124,9 +124,9 @@ class LocalEngine:
             if sc.topology.register_domain:
                 ca = mitm.ca_cert if mitm else pki.vendor_ca_cert
                 operator_setup(service.url, ca, token, serials, verify, sc.topology.claim_devices)
+                claimed = len(serials) if sc.topology.claim_devices else 0
                 self.say(
-                    f"[runner] operator registered domain CA {ca.name} and "
-                    f"{'claimed ' + str(len(serials)) + ' devices' if sc.topology.claim_devices else 'claimed no devices'}"
+                    f"[runner] operator registered domain CA {ca.name}, claimed {claimed} devices"
                 )
             obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
             obs.events, obs.health = fetch_events(service.url, token, verify)
