@@ -31,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--service", required=True, help="service base URL, e.g. https://svc:8443")
     b.add_argument("--pki", type=Path, default=Path("pki"), help="test PKI directory")
-    b.add_argument("--device", help="device serial (default: the first in the PKI)")
+    b.add_argument(
+        "--device",
+        help="device serial (default: the first in the PKI); 'auto' "
+        "takes the first serial not yet taken in --claim-dir (for scaled fleets)",
+    )
+    b.add_argument("--claim-dir", type=Path, help="shared directory for --device auto")
     b.add_argument("--store", type=Path, required=True, help="the device's trust store directory")
     b.add_argument("--proxy", help="HTTP proxy (the middlebox, explicit mode)")
     b.add_argument("--server-name", help="name the ATLS service must prove (default: URL host)")
@@ -46,10 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backoff", type=float, default=0.25, help="first retry delay, seconds")
     b.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
     b.add_argument("--report", type=Path, help="also write the JSON report to this file")
+    b.add_argument("--report-dir", type=Path, help="write the JSON report to DIR/<serial>.json")
     b.add_argument("--json", action="store_true", help="print the JSON report, not progress")
     s = sub.add_parser("show", help="show the trust store")
     s.add_argument("--store", type=Path, required=True)
     return p
+
+
+def claim_serial(serials: list[str], claim_dir: Path | None) -> str | None:
+    """The first serial nobody took yet: mkdir is atomic, so fleets never share one."""
+    if claim_dir is None:
+        raise ValueError("--device auto needs --claim-dir")
+    claim_dir.mkdir(parents=True, exist_ok=True)
+    for serial in serials:
+        try:
+            (claim_dir / serial).mkdir()
+        except FileExistsError:
+            continue
+        return serial
+    raise PKIError(f"every serial in the PKI is taken ({len(serials)}); add devices")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         pki = PKIDirectory(args.pki)
-        serial = args.device or next(iter(pki.device_serials()), None)
+        if args.device == "auto":
+            serial = claim_serial(pki.device_serials(), args.claim_dir)
+        else:
+            serial = args.device or next(iter(pki.device_serials()), None)
         if serial is None:
             raise PKIError(f"no device identities in {pki.root / 'devices'}")
+        if args.report_dir:
+            args.report = args.report_dir / f"{serial}.json"
         config = BootstrapConfig(
             service_url=args.service.rstrip("/"),
             identity=pki.device(serial),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
 
+from .images import ImageError
 from .processes import ProcessError
 from .scenario import ScenarioError
 
@@ -51,6 +52,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("reports"),
         help="where run directories go (default ./reports)",
     )
+
+    images = sub.add_parser("images", help="container images")
+    images_sub = images.add_subparsers(dest="images_command", required=True)
+    build = images_sub.add_parser("build", help="build the testbed image")
+    build.add_argument(
+        "--offline",
+        action="store_true",
+        help="no registry: debootstrap a trixie base and install from a wheelhouse",
+    )
+    build.add_argument(
+        "--base", help="base image (default python:3.13-slim, offline: atls-testbed-base:trixie)"
+    )
+    build.add_argument("--tag", default="atls-testbed:latest")
+
+    policy = sub.add_parser("scenario-policy", help="print a scenario's middlebox policy (YAML)")
+    policy.add_argument("scenario")
+    dev_args = sub.add_parser("scenario-device-args", help="print a scenario's atls-device options")
+    dev_args.add_argument("scenario")
+
+    op = sub.add_parser("operator", help="the domain operator's steps (used by compose)")
+    op_sub = op.add_subparsers(dest="operator_command", required=True)
+    for name, text in (
+        ("setup", "register the domain CA and claim the PKI's devices"),
+        ("events", "print the service's bootstrap events and health as JSON"),
+    ):
+        cmd = op_sub.add_parser(name, help=text)
+        cmd.add_argument("--service", required=True, help="service base URL")
+        cmd.add_argument("--pki", type=Path, required=True)
+        if name == "setup":
+            cmd.add_argument("--ca", type=Path, required=True, help="the domain CA (PEM)")
+            cmd.add_argument(
+                "--scenario",
+                default="bootstrap",
+                help="whose topology says whether to register and claim",
+            )
+            cmd.add_argument("--domain", default="lab")
 
     sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
 
@@ -97,6 +134,28 @@ def main(argv: list[str] | None = None) -> int:
                 scenario = scenario.with_devices(args.devices)
             result = run_scenario(scenario, args.report_dir, args.engine)
             return 0 if result.ok else 1
+        if args.command == "images":
+            from .images import build_image
+
+            build_image(offline=args.offline, base=args.base, tag=args.tag)
+            return 0
+        if args.command == "scenario-policy":
+            from .scenario import find_scenario
+
+            print(find_scenario(args.scenario).policy_text, end="")
+            return 0
+        if args.command == "scenario-device-args":
+            from .scenario import find_scenario
+
+            devices = find_scenario(args.scenario).devices
+            extra = " --draft00" if devices.variant == "draft-00" else ""
+            print(
+                f"--mode {devices.mode} --retries {devices.retries} --backoff 0.1 "
+                f"--timeout {devices.timeout:g}{extra}"
+            )
+            return 0
+        if args.command == "operator":
+            return _operator(args)
         if args.command == "addon-path":
             from atls_policy import SCRIPT
 
@@ -106,10 +165,46 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.pki, args.report_dir)
-    except (PKIError, ProcessError, ScenarioError, OSError) as exc:
+    except (PKIError, ProcessError, ScenarioError, ImageError, OSError) as exc:
         print(f"atls-testbed: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import json
+
+    from atls.pki import PKIDirectory
+
+    from .operator import fetch_events, operator_setup, wait_ready
+    from .scenario import find_scenario
+
+    pki = PKIDirectory(args.pki)
+    token_path = pki.root / "operator-token"
+    wait_ready(args.service, pki.vendor_ca_cert)
+    token = token_path.read_text().strip()
+    if args.operator_command == "events":
+        events, health = fetch_events(args.service, token, pki.vendor_ca_cert)
+        print(json.dumps({"events": events, "health": health}))
+        return 0
+    topology = find_scenario(args.scenario).topology
+    if not topology.register_domain:
+        print(f"operator: scenario {args.scenario} registers no domain")
+        return 0
+    result = operator_setup(
+        args.service,
+        args.ca,
+        token,
+        pki.device_serials(),
+        pki.vendor_ca_cert,
+        topology.claim_devices,
+        args.domain,
+    )
+    print(
+        f"operator: domain {result['domain']} CA {result['ca']}, "
+        f"{len(result['devices'])} devices claimed"
+    )
+    return 0
 
 
 if __name__ == "__main__":

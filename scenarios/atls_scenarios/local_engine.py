@@ -9,7 +9,6 @@ device serials through the service's operator API, as a domain operator would.
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
 import time
@@ -19,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from atls.pki import init_pki
 
+from .operator import fetch_events, operator_setup
 from .processes import MitmdumpProcess, ServiceProcess
 from .scenario import Scenario
 
@@ -38,39 +36,6 @@ class Observations:
     events: list[dict[str, Any]] = field(default_factory=list)
     health: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def operator_setup(
-    service_url: str,
-    ca_cert: Path,
-    token: str,
-    serials: list[str],
-    verify: str,
-    claim: bool,
-    domain: str = "lab",
-) -> None:
-    """Register the domain CA and claim the serials, as the domain's operator."""
-    headers = {"authorization": f"Bearer {token}"}
-    context = ssl.create_default_context(cafile=verify)
-    with httpx.Client(verify=context, headers=headers, timeout=30, trust_env=False) as http:
-        answer = http.put(
-            f"{service_url}/operator/domains/{domain}", json={"ca_certs": ca_cert.read_text()}
-        )
-        answer.raise_for_status()
-        if claim:
-            http.post(
-                f"{service_url}/operator/domains/{domain}/claims", json={"serials": serials}
-            ).raise_for_status()
-
-
-def fetch_events(service_url: str, token: str, verify: str) -> tuple[list[dict], dict | None]:
-    context = ssl.create_default_context(cafile=verify)
-    with httpx.Client(verify=context, timeout=30, trust_env=False) as http:
-        events = http.get(
-            f"{service_url}/operator/events", headers={"authorization": f"Bearer {token}"}
-        ).json()["events"]
-        health = http.get(f"{service_url}/healthz").json()
-    return events, health
 
 
 class LocalEngine:
@@ -120,7 +85,7 @@ class LocalEngine:
                     proxy = front.url
                     self.say(f"[runner] plain forward proxy at {front.url} -> middlebox")
             token = (pki.root / "operator-token").read_text().strip()
-            verify = str(pki.vendor_ca_cert)
+            verify = pki.vendor_ca_cert
             if sc.topology.register_domain:
                 ca = mitm.ca_cert if mitm else pki.vendor_ca_cert
                 operator_setup(service.url, ca, token, serials, verify, sc.topology.claim_devices)

@@ -1,0 +1,74 @@
+"""The domain operator's side: register the domain CA and claim devices, read events.
+
+Used by the local engine, by the compose operator container
+(``atls-testbed operator setup``) and by the compose engine's collection step.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def _client(verify_ca: Path, token: str | None = None) -> httpx.Client:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(
+        verify=ssl.create_default_context(cafile=str(verify_ca)),
+        headers=headers,
+        timeout=30,
+        trust_env=False,
+    )
+
+
+def wait_ready(service_url: str, verify_ca: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with _client(verify_ca) as http:
+                if http.get(f"{service_url}/healthz").status_code == 200:
+                    return
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise RuntimeError(f"service {service_url} not ready after {timeout:.0f}s: {last}")
+
+
+def operator_setup(
+    service_url: str,
+    ca_cert: Path,
+    token: str,
+    serials: list[str],
+    verify_ca: Path,
+    claim: bool,
+    domain: str = "lab",
+) -> dict[str, Any]:
+    """Register the domain CA and (optionally) claim the serials, as the domain's operator."""
+    with _client(verify_ca, token) as http:
+        answer = http.put(
+            f"{service_url}/operator/domains/{domain}", json={"ca_certs": ca_cert.read_text()}
+        )
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        if claim and serials:
+            claimed = http.post(
+                f"{service_url}/operator/domains/{domain}/claims", json={"serials": serials}
+            )
+            claimed.raise_for_status()
+            result = claimed.json()
+    return result
+
+
+def fetch_events(
+    service_url: str, token: str, verify_ca: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    with _client(verify_ca) as http:
+        events = http.get(
+            f"{service_url}/operator/events", headers={"authorization": f"Bearer {token}"}
+        ).json()["events"]
+        health = http.get(f"{service_url}/healthz").json()
+    return events, health
