@@ -8,6 +8,7 @@ from pathlib import Path
 
 from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
 
+from .compose_engine import EngineUnavailable
 from .images import ImageError
 from .processes import ProcessError
 from .scenario import ScenarioError
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="local processes on loopback (default) or Docker Compose",
     )
     run.add_argument("--devices", type=int, help="override the number of devices")
+    run.add_argument(
+        "--middlebox-mode",
+        choices=["explicit", "transparent"],
+        default="explicit",
+        help="compose engine: devices use the middlebox as proxy (explicit), or "
+        "route through it with no proxy configured (transparent)",
+    )
     run.add_argument(
         "--report-dir",
         type=Path,
@@ -132,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.devices < 1:
                     raise ScenarioError("--devices must be at least 1")
                 scenario = scenario.with_devices(args.devices)
-            result = run_scenario(scenario, args.report_dir, args.engine)
+            result = run_scenario(
+                scenario, args.report_dir, args.engine, middlebox_mode=args.middlebox_mode
+            )
             return 0 if result.ok else 1
         if args.command == "images":
             from .images import build_image
@@ -165,7 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.pki, args.report_dir)
-    except (PKIError, ProcessError, ScenarioError, ImageError, OSError) as exc:
+    except (
+        PKIError,
+        ProcessError,
+        ScenarioError,
+        ImageError,
+        EngineUnavailable,
+        ValueError,
+        OSError,
+    ) as exc:
         print(f"atls-testbed: {exc}", file=sys.stderr)
         return 2
     return 2

@@ -29,14 +29,19 @@ class RunResult:
 
 
 def run_scenario(
-    scenario: Scenario, report_root: Path, engine: str = "local", say: Callable[[str], None] = print
+    scenario: Scenario,
+    report_root: Path,
+    engine: str = "local",
+    say: Callable[[str], None] = print,
+    middlebox_mode: str = "explicit",
 ) -> RunResult:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = report_root / f"{scenario.name}-{engine}-{stamp}"
+    label = engine if middlebox_mode == "explicit" else f"{engine}-{middlebox_mode}"
+    run_dir = report_root / f"{scenario.name}-{label}-{stamp}"
     suffix = 1
     while run_dir.exists():
         suffix += 1
-        run_dir = report_root / f"{scenario.name}-{engine}-{stamp}-{suffix}"
+        run_dir = report_root / f"{scenario.name}-{label}-{stamp}-{suffix}"
     run_dir.mkdir(parents=True)
     say(
         f"[runner] scenario {scenario.name} ({scenario.devices.count} devices, engine {engine}): "
@@ -44,11 +49,16 @@ def run_scenario(
     )
     started = time.monotonic()
     if engine == "local":
+        if middlebox_mode != "explicit":
+            raise ValueError(
+                "the local engine runs the middlebox in explicit proxy mode only; "
+                "transparent interception needs --engine compose"
+            )
         observations = LocalEngine(scenario, run_dir, say).run()
     elif engine == "compose":
         from .compose_engine import ComposeEngine
 
-        observations = ComposeEngine(scenario, run_dir, say).run()
+        observations = ComposeEngine(scenario, run_dir, say, middlebox_mode).run()
     else:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     checks = check(scenario, observations)

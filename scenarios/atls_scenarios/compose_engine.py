@@ -1,0 +1,252 @@
+"""The Docker Compose engine: the same scenarios in containers on isolated networks.
+
+The compose CLI (``docker compose`` v2, or Debian's ``docker-compose`` 1.29)
+brings the topology up and down; the Docker SDK watches the device containers,
+reads their exit codes and logs, and runs the operator's ``events`` query
+inside the service container (its networks are internal: the host cannot
+reach it). Observations and expectations are the local engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .images import DEFAULT_TAG, repo_root
+from .local_engine import Observations
+from .scenario import Scenario, definitions_dir
+
+MIDDLEBOX_MODES = ("explicit", "transparent")
+_LABEL = "com.docker.compose.project"
+
+
+class EngineUnavailable(RuntimeError):
+    """Docker (engine, compose CLI, SDK or image) is not usable here; says what to do."""
+
+
+def compose_cli() -> list[str]:
+    """``docker compose`` (v2) if present, else ``docker-compose`` (v1, e.g. Debian's 1.29)."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise EngineUnavailable("no compose CLI: install the docker compose plugin or docker-compose")
+
+
+def docker_client() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise EngineUnavailable(
+            "the Docker SDK is missing: pip install 'atls-testbed[compose]'"
+        ) from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - the SDK raises many kinds for "no engine"
+        raise EngineUnavailable(
+            f"no Docker engine reachable ({type(exc).__name__}: {exc}); start dockerd"
+        ) from None
+    return client
+
+
+def compose_files(scenario: Scenario, middlebox_mode: str) -> list[Path]:
+    compose = repo_root() / "compose"
+    files = [compose / "docker-compose.yml"]
+    if not scenario.topology.middlebox:
+        files.append(compose / "no-middlebox.yml")
+    elif scenario.topology.forward_proxy:
+        files.append(compose / "http-proxy.yml")
+    if middlebox_mode == "transparent":
+        if not scenario.topology.middlebox or scenario.topology.forward_proxy:
+            raise EngineUnavailable(f"scenario {scenario.name} has no transparent variant")
+        files.append(compose / "transparent.yml")
+    return files
+
+
+class ComposeEngine:
+    name = "compose"
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        say: Callable[[str], None] = print,
+        middlebox_mode: str = "explicit",
+        image: str = DEFAULT_TAG,
+    ) -> None:
+        if middlebox_mode not in MIDDLEBOX_MODES:
+            raise ValueError(f"middlebox mode is one of {MIDDLEBOX_MODES}")
+        self.scenario = scenario
+        self.run_dir = run_dir.resolve()
+        self.say = say
+        self.middlebox_mode = middlebox_mode
+        self.image = image
+
+    def run(self) -> Observations:
+        sc = self.scenario
+        if Path(sc.source).resolve().parent != definitions_dir().resolve():
+            raise EngineUnavailable(
+                "the compose engine runs the scenarios shipped in the image "
+                f"({', '.join(p.stem for p in definitions_dir().glob('*.yaml'))})"
+            )
+        client = docker_client()
+        cli = compose_cli()
+        try:
+            client.images.get(self.image)
+        except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
+            raise EngineUnavailable(
+                f"image {self.image} not found: build it with "
+                "'atls-testbed images build' (or --offline)"
+            ) from None
+        files = compose_files(sc, self.middlebox_mode)
+        project = f"atls{sc.name.replace('-', '')}{secrets.token_hex(3)}"
+        base = [*cli, "-p", project] + [a for f in files for a in ("-f", str(f))]
+        env = {
+            **os.environ,
+            "ATLS_SCENARIO": sc.name,
+            "ATLS_DEVICES": str(sc.devices.count),
+            "ATLS_REPORTS": str(self.run_dir),
+            "ATLS_IMAGE": self.image,
+            "COMPOSE_HTTP_TIMEOUT": "300",
+        }
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._remove_stale(client)
+        obs = Observations()
+        self.say(
+            f"[compose] project {project}: {' + '.join(f.name for f in files)} "
+            f"({self.middlebox_mode} middlebox, {cli[0]}{' ' + cli[1] if len(cli) > 1 else ''})"
+        )
+        try:
+            self._compose(
+                base + ["up", "-d", "--scale", f"device={sc.devices.count}"], env, "up", timeout=600
+            )
+            exits = self._wait_devices(client, project)
+            obs.devices = self._device_reports(exits)
+            obs.events, obs.health = self._events(client, project)
+        finally:
+            self._save_logs(client, project)
+            self._compose(
+                base + ["down", "-v", "--remove-orphans", "--timeout", "5"],
+                env,
+                "down",
+                timeout=300,
+                check=False,
+            )
+        audit = self.run_dir / "audit.jsonl"
+        if audit.exists():
+            obs.audit = [json.loads(line) for line in audit.read_text().splitlines() if line]
+        obs.notes.append(f"compose project {project}, middlebox {self.middlebox_mode}")
+        return obs
+
+    def _compose(
+        self, argv: list[str], env: dict[str, str], what: str, timeout: float, check: bool = True
+    ) -> None:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=repo_root()
+        )
+        (self.run_dir / "logs" / f"compose-{what}.log").write_text(done.stdout + done.stderr)
+        if check and done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise RuntimeError(f"compose {what} failed (exit {done.returncode}):\n{tail}")
+
+    def _containers(self, client: Any, project: str, service: str | None = None) -> list[Any]:
+        labels = [f"{_LABEL}={project}"]
+        if service:
+            labels.append(f"com.docker.compose.service={service}")
+        return list(client.containers.list(all=True, filters={"label": labels}))
+
+    def _wait_devices(self, client: Any, project: str) -> dict[str, int]:
+        count = self.scenario.devices.count
+        deadline = time.monotonic() + 120 + 3 * count
+        started = time.monotonic()
+        last_done = -1
+        while True:
+            devices = self._containers(client, project, "device")
+            for c in devices:
+                c.reload()
+            done = {
+                c.name: c.attrs["State"]["ExitCode"]
+                for c in devices
+                if c.status in ("exited", "dead")
+            }
+            if len(done) != last_done:
+                self.say(
+                    f"[compose] devices {len(done)}/{count} finished "
+                    f"({time.monotonic() - started:.1f}s)"
+                )
+                last_done = len(done)
+            if len(devices) == count and len(done) == count:
+                return done
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"devices did not finish in time: {len(done)}/{count}")
+            time.sleep(1)
+
+    def _device_reports(self, exits: dict[str, int]) -> list[dict[str, Any]]:
+        reports = []
+        for path in sorted((self.run_dir / "devices").glob("*.json")):
+            reports.append(json.loads(path.read_text()))
+        missing = len(exits) - len(reports)
+        for name, code in list(exits.items())[: max(0, missing)]:
+            reports.append(
+                {
+                    "device": name,
+                    "exit_code": code,
+                    "result": "failed",
+                    "steps": [],
+                    "error": "the device container left no report (see logs/)",
+                }
+            )
+        codes = sorted(exits.values())
+        if sorted(r.get("exit_code", -1) for r in reports) != codes:
+            self.say(f"[compose] note: container exit codes {codes} differ from the reports")
+        return sorted(reports, key=lambda r: str(r.get("device")))
+
+    def _events(self, client: Any, project: str) -> tuple[list[dict[str, Any]], dict | None]:
+        service = self._containers(client, project, "atls-service")
+        if not service:
+            return [], None
+        result = service[0].exec_run(
+            [
+                "atls-testbed",
+                "operator",
+                "events",
+                "--service",
+                "https://atls-service:8443",
+                "--pki",
+                "/pki",
+            ]
+        )
+        if result.exit_code != 0:
+            self.say(f"[compose] could not read service events: {result.output[-300:]!r}")
+            return [], None
+        data = json.loads(result.output.decode().strip().splitlines()[-1])
+        return data["events"], data["health"]
+
+    def _save_logs(self, client: Any, project: str) -> None:
+        for container in self._containers(client, project):
+            try:
+                text = container.logs(timestamps=False).decode(errors="replace")
+            except Exception:  # noqa: BLE001 - a vanished container has no logs; fine
+                continue
+            (self.run_dir / "logs" / f"{container.name}.log").write_text(text)
+
+    def _remove_stale(self, client: Any) -> None:
+        """Networks left by an interrupted run would overlap this run's fixed subnets."""
+        for network in client.networks.list(filters={"label": _LABEL}, greedy=True):
+            project = network.attrs.get("Labels", {}).get(_LABEL, "")
+            if project.startswith("atls") and not network.attrs.get("Containers"):
+                try:
+                    network.remove()
+                    self.say(f"[compose] removed stale network {network.name}")
+                except Exception:  # noqa: BLE001 - in use by a live run: leave it
+                    pass

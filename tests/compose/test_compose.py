@@ -1,0 +1,72 @@
+"""Scenarios under Docker Compose: the same expectations as the local engine.
+
+Locally these skip, with the reason, when Docker (engine, compose CLI, image)
+is not available. CI sets ATLS_REQUIRE_DOCKER=1: then a missing engine fails.
+Build the image first: ./testbed images build --offline (or without --offline).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from atls_scenarios.compose_engine import EngineUnavailable, compose_cli, docker_client
+from atls_scenarios.images import DEFAULT_TAG
+from atls_scenarios.runner import run_scenario
+from atls_scenarios.scenario import find_scenario
+
+pytestmark = pytest.mark.compose
+REQUIRED = os.environ.get("ATLS_REQUIRE_DOCKER") == "1"
+
+
+@pytest.fixture(scope="module")
+def docker_ready() -> None:
+    try:
+        client = docker_client()
+        compose_cli()
+        client.images.get(DEFAULT_TAG)
+    except EngineUnavailable as exc:
+        if REQUIRED:
+            pytest.fail(f"Docker is required here (ATLS_REQUIRE_DOCKER=1): {exc}")
+        pytest.skip(f"Docker not available: {exc}")
+    except Exception as exc:  # noqa: BLE001 - docker.errors.ImageNotFound
+        message = f"image {DEFAULT_TAG} missing ({type(exc).__name__}); run ./testbed images build"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("bootstrap", "explicit"),
+        ("atls-blocked", "explicit"),
+        ("bootstrap", "transparent"),
+        ("tamper", "explicit"),
+    ],
+    ids=["bootstrap", "atls-blocked", "bootstrap-transparent", "tamper"],
+)
+def test_scenario_under_compose(docker_ready, tmp_path, name, mode):
+    lines: list[str] = []
+    result = run_scenario(
+        find_scenario(name), tmp_path, "compose", say=lines.append, middlebox_mode=mode
+    )
+    failed = [c for c in result.checks if not c.ok]
+    assert result.ok, "\n".join(lines[-40:]) + f"\nfailed: {failed}"
+    logs = {p.name for p in result.report_json.parent.joinpath("logs").iterdir()}
+    assert any("device" in n for n in logs) and any("middlebox" in n for n in logs)
+    if mode == "transparent":
+        middlebox_log = next(
+            p for p in result.report_json.parent.joinpath("logs").iterdir() if "middlebox" in p.name
+        ).read_text()
+        assert "Transparent Proxy listening" in middlebox_log
+
+
+def test_engine_refuses_custom_scenario_files(docker_ready, tmp_path):
+    custom = tmp_path / "mine.yaml"
+    custom.write_text(open(find_scenario("bootstrap").source).read())
+    from atls_scenarios.scenario import load_scenario
+
+    with pytest.raises(EngineUnavailable, match="scenarios shipped in the image"):
+        run_scenario(load_scenario(custom), tmp_path, "compose", say=lambda _: None)
