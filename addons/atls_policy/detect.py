@@ -20,6 +20,11 @@ LABELLED, LEGACY, UNLABELLED = "labelled", "legacy", "unlabelled"
 _MIN_UNLABELLED = 6
 
 
+def _by_label(content_type: str | None) -> str | None:
+    media = media_type_of(content_type)
+    return {MEDIA_TYPE: LABELLED, LEGACY_MEDIA_TYPE: LEGACY}.get(media)
+
+
 def classify_request(
     method: str,
     path: str,
@@ -27,28 +32,20 @@ def classify_request(
     body: bytes | None,
     detect_unlabelled: bool = True,
 ) -> str | None:
-    media = media_type_of(content_type)
-    if media == MEDIA_TYPE:
-        return LABELLED
-    if media == LEGACY_MEDIA_TYPE:
-        return LEGACY
-    bare_path = path.split("?", 1)[0]
-    if method.upper() == "POST" and bare_path == WELL_KNOWN_PATH:
-        return LABELLED
-    if method.upper() == "POST" and bare_path == LEGACY_PATH:
-        return LEGACY
+    label = _by_label(content_type)
+    if label:
+        return label
+    if method.upper() == "POST":
+        label = {WELL_KNOWN_PATH: LABELLED, LEGACY_PATH: LEGACY}.get(path.split("?", 1)[0])
+        if label:
+            return label
     return _unlabelled(body) if detect_unlabelled else None
 
 
 def classify_response(
     content_type: str | None, body: bytes | None, detect_unlabelled: bool = True
 ) -> str | None:
-    media = media_type_of(content_type)
-    if media == MEDIA_TYPE:
-        return LABELLED
-    if media == LEGACY_MEDIA_TYPE:
-        return LEGACY
-    return _unlabelled(body) if detect_unlabelled else None
+    return _by_label(content_type) or (_unlabelled(body) if detect_unlabelled else None)
 
 
 def _unlabelled(body: bytes | None) -> str | None:

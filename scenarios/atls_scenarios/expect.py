@@ -81,26 +81,12 @@ def check(scenario: Scenario, obs: Observations) -> list[Check]:
                 str(len(obs.audit)),
             )
         )
-    for decision in audit.get("decisions", []):
-        seen = Counter(a.get("decision") for a in obs.audit)
-        checks.append(
-            Check(
-                f"audit decision {decision}",
-                seen[decision] > 0,
-                "present",
-                _summary([a.get("decision") for a in obs.audit]),
+    for field, key in (("decision", "decisions"), ("variant", "variants")):
+        seen = [a.get(field) for a in obs.audit]
+        for wanted in audit.get(key, []):
+            checks.append(
+                Check(f"audit {field} {wanted}", wanted in seen, "present", _summary(seen))
             )
-        )
-    for variant in audit.get("variants", []):
-        seen = Counter(a.get("variant") for a in obs.audit)
-        checks.append(
-            Check(
-                f"audit variant {variant}",
-                seen[variant] > 0,
-                "present",
-                _summary([a.get("variant") for a in obs.audit]),
-            )
-        )
     for event, count in (expect.get("service_events") or {}).items():
         want = scenario.devices.count if count == "devices" else int(count)
         got = sum(1 for e in obs.events if e.get("event") == event)

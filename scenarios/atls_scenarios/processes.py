@@ -16,9 +16,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -104,8 +105,37 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+class _Supervised:
+    """Start, stop and context management shared by the testbed's processes."""
+
+    process: ManagedProcess | None
+
+    def start(self, timeout: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def _await_ready(self, ready: Callable[[], None]) -> Self:
+        """Run the readiness check; stop the process if it never gets ready."""
+        try:
+            ready()
+        except ProcessError:
+            if self.process:
+                self.process.stop()
+            raise
+        return self
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+
 @dataclass
-class ServiceProcess:
+class ServiceProcess(_Supervised):
     """``atls-service`` on a loopback port."""
 
     pki: Path
@@ -138,22 +168,10 @@ class ServiceProcess:
         self.process = ManagedProcess("atls-service", argv, self.log_dir / "service.log")
         self.process.start()
         cafile = None if self.plain_http else str(self.pki / "vendor-ca.pem")
-        try:
-            wait_http_ok(self.url + "/healthz", self.process, timeout, cafile)
-        except ProcessError:
-            self.process.stop()
-            raise
-        return self
-
-    def stop(self) -> int | None:
-        return self.process.stop() if self.process else None
-
-    def __enter__(self) -> ServiceProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
+        process = self.process
+        return self._await_ready(
+            lambda: wait_http_ok(self.url + "/healthz", process, timeout, cafile)
+        )
 
 
 def wait_port(host: str, port: int, proc: ManagedProcess, timeout: float = 30.0) -> None:
@@ -170,7 +188,7 @@ def wait_port(host: str, port: int, proc: ManagedProcess, timeout: float = 30.0)
 
 
 @dataclass
-class MitmdumpProcess:
+class MitmdumpProcess(_Supervised):
     """A real mitmdump in explicit proxy mode on loopback.
 
     ``intercept=False`` makes it a plain CONNECT forward proxy (it ignores
@@ -235,19 +253,5 @@ class MitmdumpProcess:
         name = "mitmdump" if self.intercept else "mitmdump-tunnel"
         self.process = ManagedProcess(name, argv, self.log_dir / f"{name}-{self.port}.log")
         self.process.start()
-        try:
-            wait_port(self.host, self.port, self.process, timeout)
-        except ProcessError:
-            self.process.stop()
-            raise
-        return self
-
-    def stop(self) -> int | None:
-        return self.process.stop() if self.process else None
-
-    def __enter__(self) -> MitmdumpProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
+        process = self.process
+        return self._await_ready(lambda: wait_port(self.host, self.port, process, timeout))
