@@ -214,12 +214,12 @@ class ClientBinding:
         if problem.slug == "tls-alert":
             flight = problem.extra.get("tls_flight")
             if flight and not self.session.failed:
-                try:  # let our own TLS stack read the peer's alert
+                try:  # let our own TLS stack read the peer's alert: it raises with the name
                     self.session.receive_data(base64.b64decode(flight))
-                except TLSAlertError as exc:
-                    raise exc from None
+                except TLSAlertError:
+                    raise
                 except (ATLSError, ValueError):
-                    pass
+                    pass  # not readable: fall back to the problem's own words
             raise TLSAlertError(problem.detail, alert=problem.extra.get("tls_alert"), origin="peer")
         raise ServiceRefusedError(problem)
 

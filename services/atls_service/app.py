@@ -84,10 +84,9 @@ EXCEPTION_HANDLERS = {HTTPException: _http_problem}
 
 def create_app(settings: ServiceSettings) -> Starlette:
     store = SessionStore(settings.limits)
-    endpoint_holder: dict[str, ATLSEndpoint] = {}
 
     def health() -> dict[str, Any]:
-        endpoint = endpoint_holder["endpoint"]
+        # `endpoint` is bound below, before the first request can call this.
         return {"store": store.stats(), "counters": dict(endpoint.counters)}
 
     registry = Registry()
@@ -97,7 +96,6 @@ def create_app(settings: ServiceSettings) -> Starlette:
     own_routes = [*api_routes(health), *bootstrap.routes()]
     api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)
     endpoint = ATLSEndpoint(settings.tls_config().build(), store, api, settings.exporter)
-    endpoint_holder["endpoint"] = endpoint
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
