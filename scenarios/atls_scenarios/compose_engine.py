@@ -21,7 +21,7 @@ from typing import Any
 
 from .images import DEFAULT_TAG, repo_root
 from .local_engine import Observations
-from .scenario import Scenario, definitions_dir
+from .scenario import Scenario
 
 MIDDLEBOX_MODES = ("explicit", "transparent")
 _LABEL = "com.docker.compose.project"
@@ -94,11 +94,6 @@ class ComposeEngine:
 
     def run(self) -> Observations:
         sc = self.scenario
-        if Path(sc.source).resolve().parent != definitions_dir().resolve():
-            raise EngineUnavailable(
-                "the compose engine runs the scenarios shipped in the image "
-                f"({', '.join(p.stem for p in definitions_dir().glob('*.yaml'))})"
-            )
         client = docker_client()
         cli = compose_cli()
         try:
@@ -113,7 +108,8 @@ class ComposeEngine:
         base = [*cli, "-p", project] + [a for f in files for a in ("-f", str(f))]
         env = {
             **os.environ,
-            "ATLS_SCENARIO": sc.name,
+            "ATLS_SCENARIO": Path(sc.source).stem,
+            "ATLS_SCENARIOS": str(Path(sc.source).resolve().parent),
             "ATLS_DEVICES": str(sc.devices.count),
             "ATLS_REPORTS": str(self.run_dir),
             "ATLS_IMAGE": self.image,
@@ -127,8 +123,17 @@ class ComposeEngine:
             f"({self.middlebox_mode} middlebox, {cli[0]}{' ' + cli[1] if len(cli) > 1 else ''})"
         )
         try:
+            if sc.faults:  # everything but the devices first, then the faults
+                self._compose(
+                    base + ["up", "-d", "--scale", "device=0"], env, "up-infra", timeout=600
+                )
+                for fault in sc.faults:
+                    self._apply_fault(client, project, fault)
             self._compose(
-                base + ["up", "-d", "--scale", f"device={sc.devices.count}"], env, "up", timeout=600
+                base + ["up", "-d", "--no-recreate", "--scale", f"device={sc.devices.count}"],
+                env,
+                "up",
+                timeout=600,
             )
             exits = self._wait_devices(client, project)
             obs.devices = self._device_reports(exits)
@@ -158,6 +163,31 @@ class ComposeEngine:
         if check and done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise RuntimeError(f"compose {what} failed (exit {done.returncode}):\n{tail}")
+
+    def _apply_fault(self, client: Any, project: str, fault: str) -> None:
+        """Fault injection through the Docker SDK, before the devices start."""
+        middlebox = self._containers(client, project, "middlebox")[0]
+        if fault == "restart-middlebox":
+            middlebox.restart(timeout=5)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                middlebox.reload()
+                if middlebox.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                    break
+                time.sleep(1)
+            else:
+                raise RuntimeError("the middlebox did not become healthy after its restart")
+            self.say("[compose] fault: middlebox restarted (healthy again)")
+        elif fault == "middlebox-unreachable":
+            lan = next(
+                n
+                for n in client.networks.list(filters={"label": f"{_LABEL}={project}"})
+                if n.name.endswith("_lan")
+            )
+            lan.disconnect(middlebox)
+            self.say(f"[compose] fault: middlebox disconnected from {lan.name}")
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
 
     def _containers(self, client: Any, project: str, service: str | None = None) -> list[Any]:
         labels = [f"{_LABEL}={project}"]

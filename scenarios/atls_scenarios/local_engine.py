@@ -93,6 +93,8 @@ class LocalEngine:
                 self.say(
                     f"[runner] operator registered domain CA {ca.name}, claimed {claimed} devices"
                 )
+            for fault in sc.faults:
+                mitm = self._apply_fault(fault, mitm)
             obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
             obs.events, obs.health = fetch_events(service.url, token, verify)
         finally:
@@ -103,6 +105,18 @@ class LocalEngine:
         if audit_log.exists():
             obs.audit = [json.loads(line) for line in audit_log.read_text().splitlines()]
         return obs
+
+    def _apply_fault(self, fault: str, mitm: MitmdumpProcess | None) -> MitmdumpProcess | None:
+        """Break the middlebox before the devices start (see scenario.FAULTS)."""
+        assert mitm is not None, "faults need a middlebox"
+        if fault == "restart-middlebox":
+            mitm.stop()
+            mitm.start()  # same port, same confdir: the same CA the domain registered
+            self.say(f"[runner] fault: middlebox restarted at {mitm.url}")
+            return mitm
+        mitm.stop()
+        self.say("[runner] fault: middlebox stopped; devices cannot reach it")
+        return None
 
     def _run_devices(
         self, serials: list[str], url: str, pki_root: Path, proxy: str | None

@@ -44,7 +44,7 @@ class ManagedProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")  # a restarted process appends
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(
             list(self.argv),

@@ -25,7 +25,8 @@ expect:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ import yaml
 from atls_policy.policy import PolicyError, parse_policy
 
 STEP_STATES = ("ok", "failed", "skipped")
+# Applied after the operator step, before any device starts (both engines).
+FAULTS = ("restart-middlebox", "middlebox-unreachable")
 RESULTS = ("bootstrapped", "not-needed", "failed")
 
 
@@ -70,23 +73,10 @@ class Scenario:
     expect: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
+    faults: tuple[str, ...] = ()
+
     def with_devices(self, count: int) -> Scenario:
-        return Scenario(
-            self.name,
-            self.description,
-            self.topology,
-            self.policy_text,
-            Devices(
-                count,
-                self.devices.variant,
-                self.devices.mode,
-                self.devices.retries,
-                self.devices.parallel,
-                self.devices.timeout,
-            ),
-            self.expect,
-            self.source,
-        )
+        return replace(self, devices=replace(self.devices, count=count))
 
 
 def definitions_dir() -> Path:
@@ -97,13 +87,20 @@ def available() -> list[Scenario]:
     return [load_scenario(p) for p in sorted(definitions_dir().glob("*.yaml"))]
 
 
+def search_dirs() -> list[Path]:
+    """``$ATLS_SCENARIO_DIR`` (compose mounts the run's scenarios there), then the shipped ones."""
+    extra = os.environ.get("ATLS_SCENARIO_DIR")
+    return ([Path(extra)] if extra else []) + [definitions_dir()]
+
+
 def find_scenario(name_or_path: str) -> Scenario:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return load_scenario(path)
-    candidate = definitions_dir() / f"{name_or_path}.yaml"
-    if candidate.exists():
-        return load_scenario(candidate)
+    for directory in search_dirs():
+        candidate = directory / f"{name_or_path}.yaml"
+        if candidate.exists():
+            return load_scenario(candidate)
     names = ", ".join(s.name for s in available())
     raise ScenarioError(f"no scenario {name_or_path!r}; known: {names}")
 
@@ -128,7 +125,7 @@ def load_scenario(path: Path) -> Scenario:
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{source}: {exc}") from None
     data = _section(
-        source, data, {"name", "description", "topology", "policy", "devices", "expect"}
+        source, data, {"name", "description", "topology", "policy", "devices", "expect", "faults"}
     )
     name = data.get("name")
     if not isinstance(name, str) or not name:
@@ -170,12 +167,19 @@ def load_scenario(path: Path) -> Scenario:
             raise ScenarioError(f"{source}: expect.steps.{step} is one of {STEP_STATES}")
     if "result" in expect and expect["result"] not in RESULTS:
         raise ScenarioError(f"{source}: expect.result is one of {RESULTS}")
+    faults = data.get("faults") or []
+    if not isinstance(faults, list) or any(f not in FAULTS for f in faults):
+        raise ScenarioError(f"{source}: faults is a list of {', '.join(FAULTS)}")
+    topology = Topology(**topo)
+    if faults and not topology.middlebox:
+        raise ScenarioError(f"{source}: faults act on the middlebox; this topology has none")
     return Scenario(
         name,
         str(data.get("description", "")),
-        Topology(**topo),
+        topology,
         policy_text,
         devices,
         expect,
         source,
+        tuple(faults),
     )
