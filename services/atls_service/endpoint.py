@@ -171,9 +171,10 @@ class ATLSEndpoint:
     def _open(self, request: Request) -> SessionEntry:
         return self.store.open(ATLSSession(self.tls), _client_host(request))
 
-    def _atls_response(self, request: Request, body: bytes) -> Response:
+    def _atls_response(self, request: Request, body: bytes, coding: str = "") -> Response:
         media_type = LEGACY_MEDIA_TYPE if request.url.path == LEGACY_PATH else MEDIA_TYPE
-        return Response(body, media_type=media_type)
+        headers = {"content-encoding": coding} if coding else None
+        return Response(body, media_type=media_type, headers=headers)
 
     async def _step(
         self, request: Request, entry: SessionEntry, body: bytes, coding: str
@@ -288,9 +289,8 @@ class ATLSEndpoint:
                 Problem(400, "protection-failed", "protected message rejected", str(exc))
             ) from None
         response = await self._inner(request, entry, plaintext, Mode.EXPORT)
-        return self._atls_response(
-            request, entry.protector.seal_response(seq, encode_response(response))
-        )
+        sealed = entry.protector.seal_response(seq, encode_response(response))
+        return self._atls_response(request, sealed, CONTENT_CODING)
 
     async def _inner(
         self, request: Request, entry: SessionEntry, data: bytes, mode: Mode

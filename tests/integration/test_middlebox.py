@@ -102,6 +102,8 @@ def test_allow_handshake_and_request_through_the_middlebox(pki, service, middleb
     assert len({x["session"] for x in lines[1:]}) == 1, "one session, one hashed cookie"
     if mode is Mode.EXPORT:
         assert requests[2]["summary"]["protected"]["seq"] == 0
+        answer = [x for x in lines if x["direction"] == "response"][2]
+        assert answer["summary"]["protected"]["seq"] == 0, "responses are labelled aes128gcm"
     else:
         assert requests[2]["summary"]["records"][0]["type"] == "application_data"
 
