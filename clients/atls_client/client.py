@@ -54,7 +54,12 @@ INTEGRITY_ALERTS = frozenset(
         "record_overflow",
     }
 )
-_DAMAGE_PROBLEMS = frozenset({"not-tls", "incomplete-flight"})
+# Refusals a later attempt may not meet: damage in transit, and transient overload
+# (429/503). Behind a middlebox every device shares one client address, so the
+# service's per-client handshake limit can refuse a whole fleet for a moment.
+_TRANSIENT_PROBLEMS = frozenset(
+    {"not-tls", "incomplete-flight", "client-handshake-limit", "handshake-capacity"}
+)
 
 
 def retryable(error: ATLSError) -> bool:
@@ -64,7 +69,7 @@ def retryable(error: ATLSError) -> bool:
     if isinstance(error, TLSAlertError):
         return error.alert in INTEGRITY_ALERTS
     if isinstance(error, ServiceRefusedError):
-        return error.problem.slug in _DAMAGE_PROBLEMS
+        return error.problem.slug in _TRANSIENT_PROBLEMS
     return False
 
 
