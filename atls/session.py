@@ -372,14 +372,6 @@ def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
 # The session
 
 
-@dataclass
-class _Counters:
-    records_in: int = 0
-    records_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-
 class ATLSSession:
     """One TLS session whose records travel in application-layer messages."""
 
@@ -406,9 +398,6 @@ class ATLSSession:
         self._alert_sent: str | None = None
         self._alert_received: str | None = None
         self._verify_failure: str | None = None
-        self.counters = _Counters()
-        self.flights_in = 0
-        self.flights_out: list[int] = []
         self._peeked = b""
 
     # -- state ------------------------------------------------------------
@@ -450,29 +439,27 @@ class ATLSSession:
         if not flight:
             raise IncompleteFlightError("empty flight")
         try:
-            records = sum(1 for _ in iter_records(flight))
+            for _ in iter_records(flight):  # whole records, before OpenSSL sees a byte
+                pass
         except TruncatedRecord as exc:
             raise IncompleteFlightError(f"flight is truncated: {exc}") from None
         except RecordError as exc:
             raise NotTLSError(f"not TLS: {exc}") from None
         was_complete = self.handshake_complete
-        events = self.receive_data(flight, _records=records)
+        events = self.receive_data(flight)
         if not was_complete and not self.handshake_complete and not self._outgoing_pending():
             raise IncompleteFlightError(
                 "the flight did not complete a handshake step (truncated, reordered or partial)"
             )
         return events
 
-    def receive_data(self, data: bytes, *, _records: int | None = None) -> list[Event]:
+    def receive_data(self, data: bytes) -> list[Event]:
         """Feed raw bytes (any split) and return the events they produced."""
         self._check_usable()
         if self.role is Role.SERVER:
             self._started = True
         elif not self._started:
             raise SessionStateError("call initiate() before receiving data")
-        self.flights_in += 1
-        self.counters.bytes_in += len(data)
-        self.counters.records_in += _records if _records is not None else 0
         self._conn.bio_write(data)
         events: list[Event] = []
         if not self.handshake_complete:
@@ -592,9 +579,6 @@ class ATLSSession:
         """Every record this side has produced since the last call: one flight."""
         data = self._peeked + self._drain()
         self._peeked = b""
-        if data:
-            self.counters.bytes_out += len(data)
-            self.flights_out.append(len(data))
         return data
 
     # -- key export ---------------------------------------------------------
