@@ -519,13 +519,13 @@ class ATLSSession:
         reason = _openssl_reason(exc)
         if self._verify_failure:
             reason = self._verify_failure
+        origin: Literal["local", "peer"] | None = None
+        alert = self._alert_received or self._alert_sent
         if self._alert_received:
-            alert, origin = self._alert_received, "peer"
+            origin = "peer"
         elif self._alert_sent:
-            alert, origin = self._alert_sent, "local"
-        else:
-            alert, origin = None, None
-        error = TLSAlertError(reason, alert=alert, origin=origin)  # type: ignore[arg-type]
+            origin = "local"
+        error = TLSAlertError(reason, alert=alert, origin=origin)
         error.data_to_send = self.data_to_send()
         self._failed = error
         return error

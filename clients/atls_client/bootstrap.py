@@ -15,6 +15,7 @@ session delivered a voucher that verifies and a bundle that the voucher vouches 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from collections.abc import Callable
@@ -50,6 +51,8 @@ EXIT_CODES = {
     EXIT_NETWORK_TLS: "network TLS still does not validate after install",
     EXIT_APP: "the application request failed",
 }
+# A refused bootstrap call fails the step it belongs to.
+_REFUSAL_EXIT = {"/bootstrap/voucher": EXIT_VOUCHER, "/bootstrap/cacerts": EXIT_BUNDLE}
 STEPS = ("probe", "atls", "report", "voucher", "cacerts", "install", "network_tls", "app_request")
 
 
@@ -302,19 +305,11 @@ class Bootstrap:
             raise _Stop(EXIT_TLS, str(exc)) from None
         if response.status_code != want:
             detail = response.text[:300]
-            code = (
-                EXIT_VOUCHER
-                if path.endswith("voucher")
-                else EXIT_BUNDLE
-                if path.endswith("cacerts")
-                else EXIT_REFUSED
-            )
+            code = _REFUSAL_EXIT.get(path, EXIT_REFUSED)
             raise _Stop(code, f"{method} {path} -> {response.status_code}: {detail}")
         return response.content
 
     def _fetch_voucher(self, client: ATLSClient, nonce: str) -> dict[str, Any]:
-        import json
-
         body = self._call(
             client,
             "POST",

@@ -93,11 +93,8 @@ def presented_chain(
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         with context.wrap_socket(sock, server_hostname=host) as tls:
-            if hasattr(tls, "get_unverified_chain"):  # Python 3.13+
-                ders = [
-                    c if isinstance(c, bytes) else c.public_bytes()  # type: ignore[attr-defined]
-                    for c in tls.get_unverified_chain() or []
-                ]
+            if hasattr(tls, "get_unverified_chain"):  # Python 3.13+: DER bytes, leaf first
+                ders = list(tls.get_unverified_chain() or [])
             else:
                 leaf = tls.getpeercert(binary_form=True)
                 ders = [leaf] if leaf else []
