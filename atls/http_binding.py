@@ -26,17 +26,16 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from .config import Mode
+from .errors import ATLSError, Reason, Refusal, SessionStateError, TLSAlertError
+from .events import ApplicationData, CloseNotify
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
-from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_keys
-from .protection import CONTENT_CODING, ClientProtector
-from .session import (
-    ApplicationData,
-    ATLSError,
-    ATLSSession,
-    CloseNotify,
-    SessionStateError,
-    TLSAlertError,
-)
+from .keys import ExportedKeys, ExporterSettings
+from .protection import CONTENT_CODING, ClientProtector, start_key_export
+from .server import Coding
+from .session import ATLSSession
+
+__all__ = ["Mode", "Reason", "Refusal", "ServiceRefusedError"]
 
 WELL_KNOWN_PATH = "/.well-known/atls"
 LEGACY_PATH = "/atls"
@@ -47,12 +46,21 @@ ATLS_PATHS = (WELL_KNOWN_PATH, LEGACY_PATH)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 SESSION_COOKIE = "atls_session"
 PROBLEM_TYPE_PREFIX = "urn:atls-testbed:problem:"
+# The client states its session's mode on every message; the service reads it
+# from a session's first message and fixes the mode (absent: records, the mode
+# every ATLS implementation has).
+MODE_HEADER = "atls-mode"
 
 
 class Variant(enum.Enum):
-    """Which draft's path and media type a client uses."""
+    """Which draft's form a message takes: the project's one name for it.
 
-    CURRENT = "current"  # -01 and later
+    ``current`` is -01 and later (``/.well-known/atls``, ``application/atls``);
+    ``draft-00`` is the first draft's (``/atls``, ``application/atls+octet-stream``).
+    Observers also see ``unlabelled``: TLS records under another content type.
+    """
+
+    CURRENT = "current"
     DRAFT00 = "draft-00"
 
     @property
@@ -63,12 +71,14 @@ class Variant(enum.Enum):
     def media_type(self) -> str:
         return MEDIA_TYPE if self is Variant.CURRENT else LEGACY_MEDIA_TYPE
 
+    @classmethod
+    def of_media_type(cls, content_type: str | None) -> Variant | None:
+        media = media_type_of(content_type)
+        return {MEDIA_TYPE: cls.CURRENT, LEGACY_MEDIA_TYPE: cls.DRAFT00}.get(media)
 
-class Mode(enum.Enum):
-    """How application data travels once the handshake is done (draft 6.1)."""
-
-    RECORDS = "records"
-    EXPORT = "export"
+    @classmethod
+    def of_path(cls, path: str) -> Variant | None:
+        return {WELL_KNOWN_PATH: cls.CURRENT, LEGACY_PATH: cls.DRAFT00}.get(path.split("?", 1)[0])
 
 
 def media_type_of(content_type: str | None) -> str:
@@ -76,12 +86,73 @@ def media_type_of(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def coding_of(content_encoding: str | None) -> Coding | None:
+    """The body coding a Content-Encoding names; None for one ATLS does not use."""
+    value = (content_encoding or "").strip().lower()
+    if not value:
+        return Coding.TLS
+    return Coding.PROTECTED if value == CONTENT_CODING else None
+
+
+def mode_of(value: str | None) -> Mode:
+    """The mode a client states (records when absent or unknown)."""
+    return Mode.EXPORT if (value or "").strip().lower() == Mode.EXPORT.value else Mode.RECORDS
+
+
 # ---------------------------------------------------------------------------
-# Problem details (RFC 9457)
+# Refusals as HTTP: status codes and problem details (RFC 9457)
+
+HTTP_STATUS: dict[Reason, int] = {
+    Reason.NOT_ATLS: 415,
+    Reason.UNSUPPORTED_CODING: 415,
+    Reason.FLIGHT_TOO_LARGE: 413,
+    Reason.NOT_TLS: 400,
+    Reason.INCOMPLETE_FLIGHT: 400,
+    Reason.TLS_ALERT: 400,
+    Reason.NO_HANDSHAKE_TO_START: 400,
+    Reason.HANDSHAKE_NOT_FINISHED: 409,
+    Reason.WRONG_MODE: 409,
+    Reason.EXPORT_UNAVAILABLE: 409,
+    Reason.REPLAYED: 400,
+    Reason.PROTECTION_FAILED: 400,
+    Reason.HANDSHAKE_CAPACITY: 503,
+    Reason.CLIENT_HANDSHAKE_LIMIT: 429,
+    Reason.UNKNOWN_SESSION: 404,
+    Reason.SESSION_ENDED: 410,
+    Reason.BODY_TOO_LARGE: 413,
+    Reason.INVALID_JSON: 400,
+    Reason.INVALID_QUERY: 400,
+    Reason.INVALID_DOMAIN: 400,
+    Reason.UNKNOWN_DOMAIN: 404,
+    Reason.INVALID_CLAIM: 400,
+    Reason.SERIAL_CLAIMED: 409,
+    Reason.OPERATOR_API_DISABLED: 503,
+    Reason.OPERATOR_UNAUTHORIZED: 401,
+    Reason.ATLS_REQUIRED: 403,
+    Reason.NO_DEVICE_IDENTITY: 403,
+    Reason.SERIAL_NOT_CLAIMED: 404,
+    Reason.SERIAL_MISMATCH: 403,
+    Reason.INVALID_NONCE: 400,
+    Reason.NO_VOUCHER_SIGNER: 503,
+    Reason.INVALID_REPORT: 400,
+    Reason.NOT_FOUND: 404,
+    Reason.METHOD_NOT_ALLOWED: 405,
+    Reason.HTTP_ERROR: 400,
+    Reason.BLOCKED_BY_POLICY: 403,
+    Reason.LIMIT_EXCEEDED: 429,
+    Reason.UNEXPECTED_RESPONSE: 502,
+}
+
+
+def http_status(refusal: Refusal) -> int:
+    """The status a refusal is answered with (its own, when it was given one)."""
+    return refusal.status or HTTP_STATUS[refusal.reason]
 
 
 @dataclass
 class Problem:
+    """An RFC 9457 problem document: how HTTP carries a ``Refusal``."""
+
     status: int
     slug: str
     title: str
@@ -105,6 +176,22 @@ class Problem:
         return json.dumps(self.to_dict()).encode()
 
     @classmethod
+    def from_refusal(cls, refusal: Refusal) -> Problem:
+        extra = {
+            k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+            for k, v in refusal.extra.items()
+        }
+        return cls(http_status(refusal), refusal.slug, refusal.title, refusal.detail, extra)
+
+    def to_refusal(self) -> Refusal:
+        """The refusal a client raises for this answer."""
+        reason = Reason.from_slug(self.slug)
+        extra = dict(self.extra)
+        if reason is Reason.UNEXPECTED_RESPONSE and self.slug != reason.value:
+            extra.setdefault("problem_type", self.type)
+        return Refusal(reason, self.detail, title=self.title, extra=extra, status=self.status)
+
+    @classmethod
     def from_response(cls, status: int, content_type: str | None, body: bytes) -> Problem:
         """Read a problem body; anything else becomes a generic problem."""
         if media_type_of(content_type) == PROBLEM_MEDIA_TYPE:
@@ -115,8 +202,12 @@ class Problem:
             if isinstance(data, dict):
                 type_ = str(data.pop("type", ""))
                 slug = type_.removeprefix(PROBLEM_TYPE_PREFIX) if type_ else "about:blank"
+                try:
+                    status = int(data.pop("status", status))
+                except (TypeError, ValueError):
+                    pass
                 return cls(
-                    status=int(data.pop("status", status)),
+                    status=status,
                     slug=slug,
                     title=str(data.pop("title", "")),
                     detail=str(data.pop("detail", "")),
@@ -125,26 +216,14 @@ class Problem:
         text = body[:200].decode("utf-8", "replace").strip()
         return cls(
             status=status,
-            slug="unexpected-response",
+            slug=Reason.UNEXPECTED_RESPONSE.value,
             title=f"unexpected HTTP {status}",
             detail=f"{media_type_of(content_type) or 'no content type'}: {text!r}",
         )
 
 
-class ServiceRefusedError(ATLSError):
-    """The service (or a middlebox) answered an ATLS message with an error."""
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        super().__init__(f"HTTP {problem.status} {problem.slug}: {problem.detail}")
-
-
-def tls_alert_problem(error: TLSAlertError) -> Problem:
-    """The problem a service returns when TLS rejected a flight."""
-    extra: dict[str, Any] = {"tls_alert": error.alert, "tls_alert_origin": error.origin}
-    if error.data_to_send:
-        extra["tls_flight"] = base64.b64encode(error.data_to_send).decode()
-    return Problem(400, "tls-alert", "TLS rejected the flight", error.reason, extra)
+# The one refusal type, as the client side has long called it.
+ServiceRefusedError = Refusal
 
 
 # ---------------------------------------------------------------------------
@@ -180,14 +259,19 @@ class ClientBinding:
         self._protector: ClientProtector | None = None
         self.round_trips = 0
         self._finished = False
+        self._closed = False
 
     @property
     def established(self) -> bool:
-        """The handshake is done and its last answer processed."""
-        return self._finished
+        """The handshake is done and its last answer processed (and not closed since)."""
+        return self._finished and not self._closed
 
     def _message(self, body: bytes, extra: Mapping[str, str] | None = None) -> OutgoingMessage:
-        headers = {"content-type": self.variant.media_type, "accept": self.variant.media_type}
+        headers = {
+            "content-type": self.variant.media_type,
+            "accept": self.variant.media_type,
+            MODE_HEADER: self.mode.value,
+        }
         if self.cookie:
             headers["cookie"] = f"{SESSION_COOKIE}={self.cookie}"
         headers.update(extra or {})
@@ -211,7 +295,7 @@ class ClientBinding:
         if status == 200 and media_type_of(content_type) in ATLS_MEDIA_TYPES:
             return body
         problem = Problem.from_response(status, content_type, body)
-        if problem.slug == "tls-alert":
+        if problem.slug == Reason.TLS_ALERT.value:
             flight = problem.extra.get("tls_flight")
             if flight and not self.session.failed:
                 try:  # let our own TLS stack read the peer's alert: it raises with the name
@@ -221,7 +305,7 @@ class ClientBinding:
                 except (ATLSError, ValueError):
                     pass  # not readable: fall back to the problem's own words
             raise TLSAlertError(problem.detail, alert=problem.extra.get("tls_alert"), origin="peer")
-        raise ServiceRefusedError(problem)
+        raise problem.to_refusal()
 
     def receive(
         self, status: int, headers: Mapping[str, str], body: bytes
@@ -240,20 +324,18 @@ class ClientBinding:
         if not self.session.handshake_complete:
             raise SessionStateError("handshake stalled: nothing to send and not complete")
         self._finished = True
-        try:
-            self.keys = export_keys(self.session, self.exporter)
-        except UnsupportedSuiteError:
-            if self.mode is Mode.EXPORT:
-                raise
-        if self.mode is Mode.EXPORT and self.keys is not None:
-            self._protector = ClientProtector(self.keys)
+        self.keys, protector = start_key_export(self.session, self.exporter, self.mode)
+        if isinstance(protector, ClientProtector):
+            self._protector = protector
         return None
 
     def wrap_request(self, request: InnerRequest) -> tuple[OutgoingMessage, int]:
         """Protect one inner request; returns the message and a token for its answer."""
         if not self.established:
-            raise SessionStateError("the ATLS handshake has not finished")
-        inner = encode_request(request)
+            raise SessionStateError("the ATLS session is not established")
+        return self._wrap(encode_request(request))
+
+    def _wrap(self, inner: bytes) -> tuple[OutgoingMessage, int]:
         if self.mode is Mode.EXPORT:
             assert self._protector is not None
             seq, body = self._protector.seal_request(inner)
@@ -269,12 +351,36 @@ class ClientBinding:
         headers: Mapping[str, str],
         body: bytes,
     ) -> InnerResponse:
+        return decode_response(self._unwrap(token, status, headers, body), method)
+
+    def _unwrap(self, token: int, status: int, headers: Mapping[str, str], body: bytes) -> bytes:
         payload = self._accept(status, headers, body)
         if self.mode is Mode.EXPORT:
             assert self._protector is not None
-            return decode_response(self._protector.open_response(token, payload), method)
+            return self._protector.open_response(token, payload)
         events = self.session.receive_data(payload)
         if any(isinstance(e, CloseNotify) for e in events):
             raise SessionStateError("the service closed the ATLS session")
-        data = b"".join(e.data for e in events if isinstance(e, ApplicationData))
-        return decode_response(data, method)
+        return b"".join(e.data for e in events if isinstance(e, ApplicationData))
+
+    def close(self) -> tuple[OutgoingMessage, int] | None:
+        """The message that ends the session on the service, or None when there is none.
+
+        Records mode sends TLS close_notify; key-export mode sends an empty
+        protected message (authenticated and replay-protected, so nobody else
+        can end the session). Pass the answer to ``closed``.
+        """
+        if not self.established:
+            return None
+        self._closed = True
+        if self.mode is Mode.EXPORT:
+            return self._wrap(b"")
+        self.session.close()
+        return self._message(self.session.data_to_send()), -1
+
+    def closed(self, token: int, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        """Check the service's answer to ``close`` (it confirms the session ended)."""
+        if self.mode is Mode.EXPORT:
+            self._unwrap(token, status, headers, body)
+        else:
+            self._accept(status, headers, body)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# The runtime identity lives in atls.identity; these names stay importable from here.
+from .identity import Identity, PKIError
+from .identity import device_serial as device_serial  # re-exported: its old home
+
 DEFAULT_SERVICE_NAMES: tuple[str, ...] = ("atls-service", "localhost", "127.0.0.1", "::1")
 DEFAULT_DEVICE_SERIALS: tuple[str, ...] = ("device-0001",)
 _VALIDITY = datetime.timedelta(days=3650)
 _BACKDATE = datetime.timedelta(hours=1)
-
-
-class PKIError(Exception):
-    """The on-disk PKI is missing or inconsistent."""
 
 
 def _now() -> datetime.datetime:
@@ -51,39 +50,6 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
         return x509.DNSName(name)
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A certificate chain (leaf first) and its private key, as PEM."""
-
-    chain_pem: bytes
-    key_pem: bytes
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificates(self.chain_pem)[0]
-
-    @property
-    def chain(self) -> list[x509.Certificate]:
-        return x509.load_pem_x509_certificates(self.chain_pem)
-
-    @property
-    def private_key(self) -> ec.EllipticCurvePrivateKey:
-        key = serialization.load_pem_private_key(self.key_pem, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return key
-
-    def write(self, cert_path: Path, key_path: Path) -> None:
-        _write_atomic(cert_path, self.chain_pem, 0o644)
-        _write_atomic(key_path, self.key_pem, 0o600)
-
-    @classmethod
-    def read(cls, cert_path: Path, key_path: Path) -> Identity:
-        try:
-            return cls(cert_path.read_bytes(), key_path.read_bytes())
-        except FileNotFoundError as exc:
-            raise PKIError(f"missing PKI file {exc.filename}") from exc
 
 
 @dataclass(frozen=True)
@@ -214,15 +180,6 @@ class CertificateAuthority:
         )
 
 
-def device_serial(certificate: x509.Certificate) -> str | None:
-    """The serial number a device certificate claims, or None."""
-    attrs = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
-    if not attrs:
-        return None
-    value = attrs[0].value
-    return value if isinstance(value, str) else value.decode()
-
-
 @dataclass
 class PKIDirectory:
     """The on-disk test PKI: ``vendor-ca.*``, ``service.*``, ``devices/<serial>.*``."""
@@ -320,15 +277,3 @@ def init_pki(
             ca.issue_device(serial).write(pki.device_cert(serial), pki.device_key(serial))
             pki.created.append(f"device {serial}")
     return pki
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

@@ -21,8 +21,10 @@ import http_ece
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .keys import ExportedKeys
-from .session import ATLSError
+from .config import Mode, Role
+from .errors import ATLSError
+from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_keys
+from .session import ATLSSession
 
 CONTENT_CODING = "aes128gcm"
 RECORD_SIZE = 16384
@@ -129,3 +131,29 @@ class ServerProtector:
 
     def seal_response(self, seq: int, plaintext: bytes) -> bytes:
         return _seal(self.keys, b"s2c", seq, plaintext)
+
+
+Protector = ClientProtector | ServerProtector
+
+
+def start_key_export(
+    session: ATLSSession, settings: ExporterSettings | None, mode: Mode
+) -> tuple[ExportedKeys | None, Protector | None]:
+    """The one key-export setup both ends run when their handshake completes.
+
+    In export mode the suite must map to an AEAD (else UnsupportedSuiteError)
+    and a protector for this end's role comes back; in records mode the keys
+    are exported only for the fingerprint both ends can print, when possible.
+    """
+    try:
+        keys = export_keys(session, settings)
+    except UnsupportedSuiteError:
+        if mode is Mode.EXPORT:
+            raise
+        return None, None
+    if mode is not Mode.EXPORT:
+        return keys, None
+    protector: Protector = (
+        ClientProtector(keys) if session.role is Role.CLIENT else ServerProtector(keys)
+    )
+    return keys, protector

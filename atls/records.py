@@ -1,18 +1,26 @@
-"""TLS record framing, read from the outside.
+"""TLS and DTLS record framing, read from the outside.
 
 Observers (the service's input checks, the middlebox addon) need to know
-whether a body is a sequence of well-formed TLS records and what kinds they
-are, without any keys. This module only splits and labels records; parsing a
+whether a body is a sequence of well-formed records and what kinds they are,
+without any keys. This module only splits and labels records; parsing a
 ClientHello body is left to mitmproxy's maintained parser in the addon.
+
+A TLS record header is 5 bytes (type, version 3.x, length); a DTLS one is 13
+(type, version 0xFEFF/0xFEFD/0xFEFC, epoch, 48-bit sequence number, length).
+Every content type is accepted: the draft puts no limit on them, and types
+such as heartbeat (24) or tls12_cid (25) are TLS all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 RECORD_HEADER_LEN = 5
+DTLS_RECORD_HEADER_LEN = 13
+DTLS_VERSIONS = frozenset({0xFEFF, 0xFEFD, 0xFEFC})
 # RFC 8446 section 5.1: a TLSCiphertext may carry up to 2^14 + 256 bytes.
 MAX_RECORD_PAYLOAD = 2**14 + 256
 
@@ -22,6 +30,16 @@ class ContentType(enum.IntEnum):
     ALERT = 21
     HANDSHAKE = 22
     APPLICATION_DATA = 23
+    HEARTBEAT = 24
+    TLS12_CID = 25
+    ACK = 26  # DTLS 1.3
+
+
+def content_type_name(value: int) -> str:
+    try:
+        return ContentType(value).name.lower()
+    except ValueError:
+        return f"content_type_{value}"
 
 
 class HandshakeType(enum.IntEnum):
@@ -50,13 +68,23 @@ class TruncatedRecord(RecordError):
 
 @dataclass(frozen=True)
 class Record:
-    content_type: ContentType
+    content_type: int  # a ContentType member when the type is a known one
     legacy_version: int
     payload: bytes
+    epoch: int | None = None  # DTLS only
+    sequence: int | None = None  # DTLS only
+
+    @property
+    def dtls(self) -> bool:
+        return self.epoch is not None
+
+    @property
+    def header_length(self) -> int:
+        return DTLS_RECORD_HEADER_LEN if self.dtls else RECORD_HEADER_LEN
 
     @property
     def wire_length(self) -> int:
-        return RECORD_HEADER_LEN + len(self.payload)
+        return self.header_length + len(self.payload)
 
     @property
     def handshake_type(self) -> HandshakeType | None:
@@ -70,30 +98,41 @@ class Record:
 
 
 def iter_records(data: bytes) -> Iterator[Record]:
-    """Split ``data`` into TLS records, raising RecordError on anything else."""
+    """Split ``data`` into TLS or DTLS records, raising RecordError on anything else."""
     offset = 0
     view = memoryview(data)
-    while offset < len(data):
-        if len(data) - offset < RECORD_HEADER_LEN:
-            raise TruncatedRecord(f"{len(data) - offset} stray bytes after the last record")
+    total = len(data)
+    while offset < total:
+        if total - offset < RECORD_HEADER_LEN:
+            raise TruncatedRecord(f"{total - offset} stray bytes after the last record")
         raw_type, major, minor = data[offset], data[offset + 1], data[offset + 2]
-        length = int.from_bytes(view[offset + 3 : offset + 5])
-        try:
+        version = (major << 8) | minor
+        epoch = sequence = None
+        if major == 3 and minor <= 4:
+            header = RECORD_HEADER_LEN
+            length = int.from_bytes(view[offset + 3 : offset + 5])
+        elif version in DTLS_VERSIONS:
+            header = DTLS_RECORD_HEADER_LEN
+            if total - offset < header:
+                raise TruncatedRecord(f"{total - offset} bytes: a DTLS record header needs 13")
+            epoch = int.from_bytes(view[offset + 3 : offset + 5])
+            sequence = int.from_bytes(view[offset + 5 : offset + 11])
+            length = int.from_bytes(view[offset + 11 : offset + 13])
+        else:
+            raise RecordError(f"byte {offset}: version {major}.{minor} is neither TLS nor DTLS")
+        content_type: int = raw_type
+        with contextlib.suppress(ValueError):
             content_type = ContentType(raw_type)
-        except ValueError:
-            raise RecordError(f"byte {offset}: {raw_type} is not a TLS content type") from None
-        if major != 3 or minor > 4:
-            raise RecordError(f"byte {offset}: version {major}.{minor} is not TLS")
         if length == 0 and content_type != ContentType.APPLICATION_DATA:
-            raise RecordError(f"byte {offset}: empty {content_type.name} record")
+            raise RecordError(f"byte {offset}: empty {content_type_name(raw_type)} record")
         if length > MAX_RECORD_PAYLOAD:
             raise RecordError(f"byte {offset}: record length {length} exceeds 2^14+256")
-        end = offset + RECORD_HEADER_LEN + length
-        if end > len(data):
+        end = offset + header + length
+        if end > total:
             raise TruncatedRecord(
-                f"record at byte {offset} declares {length} bytes, {len(data) - offset - 5} follow"
+                f"record at byte {offset} declares {length} bytes, {total - offset - header} follow"
             )
-        yield Record(content_type, (major << 8) | minor, bytes(view[offset + 5 : end]))
+        yield Record(content_type, version, bytes(view[offset + header : end]), epoch, sequence)
         offset = end
 
 
@@ -102,7 +141,7 @@ def parse_records(data: bytes) -> list[Record]:
 
 
 def looks_like_tls(data: bytes) -> bool:
-    """True when ``data`` is non-empty and exactly a sequence of whole TLS records."""
+    """True when ``data`` is non-empty and exactly a sequence of whole TLS or DTLS records."""
     if not data:
         return False
     try:

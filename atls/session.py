@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from cryptography import x509
@@ -22,31 +22,47 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 
-from .pki import Identity
+from .config import Role, TLSConfig, TLSVersion
+from .errors import (
+    ATLSError,
+    IncompleteFlightError,
+    NotTLSError,
+    SessionStateError,
+    TLSAlertError,
+)
+from .events import (
+    ApplicationData,
+    CloseNotify,
+    Event,
+    HandshakeComplete,
+    SessionInfo,
+    SessionState,
+)
 from .records import RecordError, TruncatedRecord, iter_records
 
+# Re-exported: most callers know these as atls.session names.
+__all__ = [
+    "ATLSError",
+    "ATLSSession",
+    "AlertDescription",
+    "ApplicationData",
+    "CloseNotify",
+    "Event",
+    "HandshakeComplete",
+    "IncompleteFlightError",
+    "NotTLSError",
+    "Role",
+    "SessionInfo",
+    "SessionState",
+    "SessionStateError",
+    "TLSAlertError",
+    "TLSConfig",
+    "TLSContext",
+    "TLSVersion",
+    "alert_name",
+]
+
 _READ_CHUNK = 65536
-
-
-class Role(enum.Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class TLSVersion(enum.IntEnum):
-    TLS1_2 = SSL.TLS1_2_VERSION
-    TLS1_3 = SSL.TLS1_3_VERSION
-
-    @classmethod
-    def parse(cls, text: str) -> TLSVersion:
-        """'1.2', '1.3', 'TLSv1.2' or 'tls1.3' to a version."""
-        key = text.strip().lower().removeprefix("tlsv").removeprefix("tls")
-        match key:
-            case "1.2":
-                return cls.TLS1_2
-            case "1.3":
-                return cls.TLS1_3
-        raise ValueError(f"unsupported TLS version {text!r}: use 1.2 or 1.3")
 
 
 class AlertDescription(enum.IntEnum):
@@ -86,132 +102,6 @@ def alert_name(code: int) -> str:
         return AlertDescription(code).name
     except ValueError:
         return f"alert_{code}"
-
-
-# ---------------------------------------------------------------------------
-# Errors
-
-
-class ATLSError(Exception):
-    """Base of every error the ATLS core raises."""
-
-
-class TLSAlertError(ATLSError):
-    """The TLS handshake or a record failed; carries the alert that ended it.
-
-    ``origin`` says who raised the alert: ``"local"`` (this side detected the
-    problem and sent it) or ``"peer"`` (it arrived from the other side).
-    ``data_to_send`` holds the alert records this side still owes its peer.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        alert: str | None = None,
-        origin: Literal["local", "peer"] | None = None,
-        data_to_send: bytes = b"",
-    ) -> None:
-        self.reason = reason
-        self.alert = alert
-        self.origin = origin
-        self.data_to_send = data_to_send
-        where = {"local": "sent", "peer": "received"}.get(origin or "", "")
-        prefix = f"TLS alert {alert} {where}: " if alert else "TLS failure: "
-        super().__init__(prefix + reason)
-
-
-class NotTLSError(ATLSError):
-    """Input that is not a sequence of TLS records at all."""
-
-
-class IncompleteFlightError(ATLSError):
-    """A flight ended before the handshake could make progress (truncated or partial)."""
-
-
-class SessionStateError(ATLSError):
-    """An operation that the session's current state does not allow."""
-
-
-# ---------------------------------------------------------------------------
-# Events
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """What both ends can state about an established session."""
-
-    role: Role
-    version: str
-    cipher: str
-    peer_chain: tuple[x509.Certificate, ...]
-    server_name: str | None
-
-    @property
-    def peer_certificate(self) -> x509.Certificate | None:
-        return self.peer_chain[0] if self.peer_chain else None
-
-    @property
-    def peer_subject(self) -> str | None:
-        cert = self.peer_certificate
-        return cert.subject.rfc4514_string() if cert else None
-
-
-@dataclass(frozen=True)
-class HandshakeComplete:
-    info: SessionInfo
-
-
-@dataclass(frozen=True)
-class ApplicationData:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class CloseNotify:
-    """The peer closed its sending side cleanly."""
-
-
-Event = HandshakeComplete | ApplicationData | CloseNotify
-
-
-# ---------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    """Settings shared by many sessions of one role.
-
-    ``trust_anchors`` (PEM) are the only roots used to check the peer: ATLS
-    deliberately ignores the system store, because the point is to pin the
-    service to the vendor's anchor (and devices to their manufacturer).
-    A client with no anchors must say ``verify_peer=False`` explicitly.
-    """
-
-    role: Role
-    identity: Identity | None = None
-    trust_anchors: bytes | None = None
-    server_name: str | None = None
-    require_client_certificate: bool = False
-    verify_peer: bool = True
-    min_version: TLSVersion = TLSVersion.TLS1_2
-    max_version: TLSVersion = TLSVersion.TLS1_3
-    tls13_ciphersuites: str | None = None
-    tls12_cipher_list: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.min_version > self.max_version:
-            raise ValueError("min_version is above max_version")
-        if self.role is Role.SERVER and self.identity is None:
-            raise ValueError("a server needs an identity (certificate and key)")
-        if self.role is Role.CLIENT and self.verify_peer and not self.trust_anchors:
-            raise ValueError("a verifying client needs trust_anchors (or verify_peer=False)")
-        if self.require_client_certificate and not self.trust_anchors:
-            raise ValueError("requiring client certificates needs trust_anchors")
-
-    def build(self) -> TLSContext:
-        return TLSContext(self)
 
 
 class TLSContext:
@@ -391,16 +281,19 @@ class ATLSSession:
             self._conn.set_connect_state()
         else:
             self._conn.set_accept_state()
-        self._started = False
+        self._state = SessionState.IDLE
         self._info: SessionInfo | None = None
-        self._failed: TLSAlertError | None = None
-        self._peer_closed = False
+        self._failure: TLSAlertError | None = None
         self._alert_sent: str | None = None
         self._alert_received: str | None = None
         self._verify_failure: str | None = None
         self._peeked = b""
 
     # -- state ------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
 
     @property
     def handshake_complete(self) -> bool:
@@ -414,7 +307,12 @@ class ATLSSession:
 
     @property
     def failed(self) -> bool:
-        return self._failed is not None
+        return self._state is SessionState.FAILED
+
+    @property
+    def failure(self) -> TLSAlertError | None:
+        """The error that moved the session to FAILED, if any."""
+        return self._failure
 
     # -- driving the handshake ----------------------------------------------
 
@@ -422,20 +320,23 @@ class ATLSSession:
         """Client only: start the handshake and return the first flight."""
         if self.role is not Role.CLIENT:
             raise SessionStateError("only a client initiates the handshake")
-        if self._started:
-            raise SessionStateError("the handshake was already initiated")
-        self._started = True
+        if self._state is not SessionState.IDLE:
+            raise SessionStateError(f"the handshake was already initiated ({self._state.value})")
+        self._state = SessionState.HANDSHAKING
         self._advance()
         return self.data_to_send()
 
     def receive_flight(self, flight: bytes) -> list[Event]:
         """Feed one whole flight from the peer and process it.
 
-        Raises NotTLSError for bytes that are not TLS records,
-        IncompleteFlightError when the flight ends mid-record or leaves the
-        handshake stalled with nothing to answer, and TLSAlertError when TLS
-        rejects it.
+        Raises NotTLSError for bytes that are not TLS records and
+        IncompleteFlightError for a flight that ends mid-record: both are
+        checked before TLS sees a byte, so they leave the session as it was.
+        A flight that leaves the handshake stalled with nothing to answer
+        (IncompleteFlightError) and anything TLS rejects (TLSAlertError) move
+        the session to FAILED.
         """
+        self._check_usable()
         if not flight:
             raise IncompleteFlightError("empty flight")
         try:
@@ -448,6 +349,7 @@ class ATLSSession:
         was_complete = self.handshake_complete
         events = self.receive_data(flight)
         if not was_complete and not self.handshake_complete and not self._outgoing_pending():
+            self._state = SessionState.FAILED
             raise IncompleteFlightError(
                 "the flight did not complete a handshake step (truncated, reordered or partial)"
             )
@@ -456,17 +358,17 @@ class ATLSSession:
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed raw bytes (any split) and return the events they produced."""
         self._check_usable()
-        if self.role is Role.SERVER:
-            self._started = True
-        elif not self._started:
-            raise SessionStateError("call initiate() before receiving data")
+        if self._state is SessionState.IDLE:
+            if self.role is Role.CLIENT:
+                raise SessionStateError("call initiate() before receiving data")
+            self._state = SessionState.HANDSHAKING
         self._conn.bio_write(data)
         events: list[Event] = []
-        if not self.handshake_complete:
+        if self._info is None:
             self._advance()
-            if not self.handshake_complete:
+            if self._info is None:
                 return events
-            events.append(HandshakeComplete(self.info))
+            events.append(HandshakeComplete(self._info))
         events.extend(self._read_application_data())
         return events
 
@@ -481,9 +383,10 @@ class ATLSSession:
             role=self.role,
             version=self._conn.get_protocol_version_name(),
             cipher=self._conn.get_cipher_name() or "",
-            peer_chain=self._peer_chain(),
             server_name=self.expected_name,
+            _chain=cache(self._peer_chain),
         )
+        self._state = SessionState.ESTABLISHED
 
     def _peer_chain(self) -> tuple[x509.Certificate, ...]:
         # A server's SSL_get_peer_cert_chain omits the client's leaf; rebuild it.
@@ -496,13 +399,14 @@ class ATLSSession:
     def _read_application_data(self) -> list[Event]:
         events: list[Event] = []
         chunks: list[bytes] = []
+        closed = False
         while True:
             try:
                 chunk = self._conn.recv(_READ_CHUNK)
             except SSL.WantReadError:
                 break
             except SSL.ZeroReturnError:
-                self._peer_closed = True
+                closed = True
                 break
             except SSL.Error as exc:
                 raise self._fail(exc) from None
@@ -511,7 +415,8 @@ class ATLSSession:
             chunks.append(chunk)
         if chunks:
             events.append(ApplicationData(b"".join(chunks)))
-        if self._peer_closed:
+        if closed:
+            self._state = SessionState.CLOSED
             events.append(CloseNotify())
         return events
 
@@ -527,20 +432,21 @@ class ATLSSession:
             origin = "local"
         error = TLSAlertError(reason, alert=alert, origin=origin)
         error.data_to_send = self.data_to_send()
-        self._failed = error
+        self._failure = error
+        self._state = SessionState.FAILED
         return error
 
     def _check_usable(self) -> None:
-        if self._failed is not None:
-            raise SessionStateError(f"session already failed: {self._failed}")
+        if self._state is SessionState.FAILED:
+            raise SessionStateError(f"session already failed: {self._failure or 'bad input'}")
 
     # -- application data ---------------------------------------------------
 
     def send(self, data: bytes) -> None:
         """Encrypt application data; the records appear in ``data_to_send``."""
         self._check_usable()
-        if not self.handshake_complete:
-            raise SessionStateError("application data before the handshake completed")
+        if self._state is not SessionState.ESTABLISHED:
+            raise SessionStateError(f"application data in state {self._state.value}")
         view = memoryview(data)
         while view:
             try:
@@ -550,13 +456,14 @@ class ATLSSession:
             view = view[written:]
 
     def close(self) -> None:
-        """Queue a close_notify alert."""
-        if self._failed is not None or not self._started:
+        """Queue a close_notify alert (in ``data_to_send``) and move to CLOSED."""
+        if self._state in (SessionState.FAILED, SessionState.IDLE):
             return
         try:
             self._conn.shutdown()
         except SSL.Error:
             pass
+        self._state = SessionState.CLOSED
 
     def _outgoing_pending(self) -> bool:
         """Whether records wait to be sent (read early, kept for data_to_send)."""

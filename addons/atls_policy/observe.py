@@ -19,9 +19,9 @@ from typing import Any
 
 from cryptography import x509
 
-from atls.records import ContentType, HandshakeType, RecordError, iter_records
+from atls.config import TLSVersion
+from atls.records import ContentType, HandshakeType, RecordError, content_type_name, iter_records
 
-_VERSIONS = {0x0301: "1.0", 0x0302: "1.1", 0x0303: "1.2", 0x0304: "1.3"}
 # IANA TLS cipher suite names for the suites a modern stack offers.
 _SUITES = {
     0x1301: "TLS_AES_128_GCM_SHA256",
@@ -84,7 +84,7 @@ def _grease(value: int) -> bool:
 
 
 def version_name(value: int) -> str:
-    return _VERSIONS.get(value, f"0x{value:04x}")
+    return TLSVersion.label_of(value)
 
 
 def suite_name(value: int) -> str:
@@ -262,12 +262,13 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
     plaintext = True  # handshake records before a ChangeCipherSpec are readable
     try:
         for record in iter_records(body):
-            summary.records.append((record.content_type.name.lower(), len(record.payload)))
+            summary.records.append((content_type_name(record.content_type), len(record.payload)))
             if record.content_type is ContentType.CHANGE_CIPHER_SPEC:
                 plaintext = False
             elif record.content_type is ContentType.ALERT:
                 summary.alert_records += 1
-            elif record.content_type is ContentType.HANDSHAKE and plaintext:
+            elif record.content_type is ContentType.HANDSHAKE and plaintext and not record.dtls:
+                # DTLS handshake headers differ (12 bytes); only the records are listed
                 handshake_bytes += record.payload
             elif record.content_type is ContentType.APPLICATION_DATA:
                 plaintext = False

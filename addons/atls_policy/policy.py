@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from atls.config import TLSVersion
+
 
 class PolicyError(ValueError):
     """The policy file is invalid; the message names the place and the problem."""
@@ -455,8 +457,8 @@ class _Parser:
 
     @staticmethod
     def _tls_version(value: Any) -> str | None:
-        text = str(value).lower().removeprefix("tlsv").removeprefix("tls")
-        return text if text in ("1.0", "1.1", "1.2", "1.3") else None
+        version = TLSVersion.parse(value)  # ValueError: reported with the place
+        return version.label if version <= TLSVersion.TLS1_3 else None
 
     @staticmethod
     def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:

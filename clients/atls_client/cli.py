@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from atls.http_binding import Mode, ServiceRefusedError, Variant
+from atls.http_binding import Mode, Problem, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError, InnerRequest, InnerResponse
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIDirectory, PKIError
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             **report,
             "error": str(exc),
             "stage": stage,
-            "problem": exc.problem.to_dict(),
+            "problem": Problem.from_refusal(exc).to_dict(),
         }
     except (ATLSError, InnerHTTPError) as exc:
         return EXIT_TLS, {**report, "error": str(exc), "stage": stage}

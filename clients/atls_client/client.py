@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from atls.http_binding import ClientBinding, Mode, OutgoingMessage, ServiceRefusedError, Variant
+from atls.errors import Refusal
+from atls.http_binding import ClientBinding, Mode, OutgoingMessage, Variant
 from atls.inner_http import InnerRequest, InnerResponse
 from atls.keys import ExporterSettings
 from atls.session import (
@@ -54,12 +55,6 @@ INTEGRITY_ALERTS = frozenset(
         "record_overflow",
     }
 )
-# Refusals a later attempt may not meet: damage in transit, and transient overload
-# (429/503). Behind a middlebox every device shares one client address, so the
-# service's per-client handshake limit can refuse a whole fleet for a moment.
-_TRANSIENT_PROBLEMS = frozenset(
-    {"not-tls", "incomplete-flight", "client-handshake-limit", "handshake-capacity"}
-)
 
 
 def retryable(error: ATLSError) -> bool:
@@ -68,8 +63,11 @@ def retryable(error: ATLSError) -> bool:
         return True
     if isinstance(error, TLSAlertError):
         return error.alert in INTEGRITY_ALERTS
-    if isinstance(error, ServiceRefusedError):
-        return error.problem.slug in _TRANSIENT_PROBLEMS
+    if isinstance(error, Refusal):
+        # damage in transit, and transient overload (429/503): behind a middlebox
+        # every device shares one client address, so a per-client limit can
+        # refuse a whole fleet for a moment
+        return error.transient
     return False
 
 
@@ -201,8 +199,23 @@ class ATLSClient(_ClientBase):
         self.close()
 
     def close(self) -> None:
-        self.http.close()
-        self._carrier.close()
+        """End the ATLS session on the service (so it is freed at once), then the carriers."""
+        try:
+            self.end_session()
+        finally:
+            self.http.close()
+            self._carrier.close()
+
+    def end_session(self) -> None:
+        """Tell the service this session is over; a failure to say so is not an error."""
+        binding = self.binding
+        closing = binding.close() if binding is not None else None
+        if binding is None or closing is None:
+            return
+        message, token = closing
+        with contextlib.suppress(ATLSError):
+            response = self._post(message)
+            binding.closed(token, response.status_code, _headers(response), response.content)
 
     def _post(self, message: OutgoingMessage) -> httpx.Response:
         url = self.base_url + message.path
@@ -259,8 +272,23 @@ class AsyncATLSClient(_ClientBase):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self.http.aclose()
-        await self._carrier.aclose()
+        """End the ATLS session on the service (so it is freed at once), then the carriers."""
+        try:
+            await self.end_session()
+        finally:
+            await self.http.aclose()
+            await self._carrier.aclose()
+
+    async def end_session(self) -> None:
+        """Tell the service this session is over; a failure to say so is not an error."""
+        binding = self.binding
+        closing = binding.close() if binding is not None else None
+        if binding is None or closing is None:
+            return
+        message, token = closing
+        with contextlib.suppress(ATLSError):
+            response = await self._post(message)
+            binding.closed(token, response.status_code, _headers(response), response.content)
 
     async def _post(self, message: OutgoingMessage) -> httpx.Response:
         url = self.base_url + message.path

@@ -16,16 +16,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from atls.http_binding import LEGACY_PATH, WELL_KNOWN_PATH, Problem
+from atls.errors import Reason, Refusal
+from atls.http_binding import LEGACY_PATH, WELL_KNOWN_PATH
 from atls.keys import ExporterSettings
 from atls.pki import Identity, PKIDirectory
+from atls.server import ServerDriver
 from atls.session import Role, TLSConfig, TLSVersion
+from atls.store import SessionLimits, SessionStore
 
 from .api import api_routes
 from .bootstrap import BootstrapAPI, Registry
-from .endpoint import ATLSEndpoint, problem_response
+from .endpoint import ATLSEndpoint, EstablishedHook, refusal_response
 from .logs import log_event
-from .store import SessionLimits, SessionStore
 
 SWEEP_INTERVAL = 5.0
 
@@ -70,19 +72,26 @@ class ServiceSettings:
 async def _http_problem(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 as problem documents, like every other refusal."""
     assert isinstance(exc, HTTPException)
-    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    reason = {404: Reason.NOT_FOUND, 405: Reason.METHOD_NOT_ALLOWED}.get(
+        exc.status_code, Reason.HTTP_ERROR
+    )
     detail = f"{request.method} {request.url.path}: {exc.detail}"
     if exc.status_code == 405 and request.url.path in (WELL_KNOWN_PATH, LEGACY_PATH):
         detail += "; ATLS messages are POSTed"
-    return problem_response(
-        Problem(exc.status_code, slug, str(exc.detail), detail), dict(exc.headers or {})
+    response = refusal_response(
+        Refusal(reason, detail, title=str(exc.detail), status=exc.status_code)
     )
+    response.headers.update(dict(exc.headers or {}))
+    return response
 
 
 EXCEPTION_HANDLERS = {HTTPException: _http_problem}
 
 
-def create_app(settings: ServiceSettings) -> Starlette:
+def create_app(
+    settings: ServiceSettings, on_established: EstablishedHook | None = None
+) -> Starlette:
+    """The service; ``on_established`` is told of every session whose handshake completes."""
     store = SessionStore(settings.limits)
 
     def health() -> dict[str, Any]:
@@ -95,7 +104,8 @@ def create_app(settings: ServiceSettings) -> Starlette:
     )
     own_routes = [*api_routes(health), *bootstrap.routes()]
     api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)
-    endpoint = ATLSEndpoint(settings.tls_config().build(), store, api, settings.exporter)
+    driver = ServerDriver(settings.tls_config().build(), store, settings.exporter)
+    endpoint = ATLSEndpoint(driver, api, on_established)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

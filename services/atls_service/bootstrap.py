@@ -31,12 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from atls.cacerts import CACERTS_MEDIA_TYPE, encode_cacerts
-from atls.http_binding import Problem
+from atls.errors import Reason, Refusal
 from atls.pki import Identity, device_serial
 from atls.voucher import VOUCHER_MEDIA_TYPE, Voucher, VoucherError, check_nonce, sign_voucher
 
 from .dispatch import atls_context
-from .endpoint import problem_response
+from .endpoint import refusal_response
 from .logs import log_event
 
 MAX_JSON_BYTES = 65536
@@ -71,22 +71,20 @@ class Registry:
         return self.domains.get(name) if name else None
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
-        self.problem = Problem(status, slug, title, detail)
-        super().__init__(detail)
+def _refused(reason: Reason, title: str, detail: str) -> Refusal:
+    return Refusal(reason, detail, title=title)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > MAX_JSON_BYTES:
-        raise _Refused(413, "body-too-large", "body too large", f"at most {MAX_JSON_BYTES} bytes")
+        raise _refused(Reason.BODY_TOO_LARGE, "body too large", f"at most {MAX_JSON_BYTES} bytes")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise _Refused(400, "invalid-json", "body is not JSON", "send a JSON object") from None
+        raise _refused(Reason.INVALID_JSON, "body is not JSON", "send a JSON object") from None
     if not isinstance(data, dict):
-        raise _Refused(400, "invalid-json", "body is not a JSON object", "send a JSON object")
+        raise _refused(Reason.INVALID_JSON, "body is not a JSON object", "send a JSON object")
     return data
 
 
@@ -109,8 +107,8 @@ class BootstrapAPI:
                 try:
                     result: Response = await handler(request)
                     return result
-                except _Refused as refused:
-                    return problem_response(refused.problem)
+                except Refusal as refusal:
+                    return refusal_response(refusal)
 
             return endpoint
 
@@ -128,10 +126,7 @@ class BootstrapAPI:
 
     def _operator(self, request: Request) -> None:
         if self.token is None:
-            raise _Refused(
-                503,
-                "operator-api-disabled",
-                "operator API disabled",
+            raise _refused(Reason.OPERATOR_API_DISABLED, "operator API disabled",
                 "the service was started without an operator token",
             )
         given = request.headers.get("authorization", "")
@@ -139,10 +134,7 @@ class BootstrapAPI:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             value.strip().encode(), self.token.encode()
         ):
-            raise _Refused(
-                401,
-                "operator-unauthorized",
-                "operator token required",
+            raise _refused(Reason.OPERATOR_UNAUTHORIZED, "operator token required",
                 "send Authorization: Bearer <operator token>",
             )
 
@@ -152,16 +144,13 @@ class BootstrapAPI:
         data = await _json_body(request)
         pem = data.get("ca_certs")
         if not isinstance(pem, str):
-            raise _Refused(
-                400,
-                "invalid-domain",
-                "ca_certs missing",
+            raise _refused(Reason.INVALID_DOMAIN, "ca_certs missing",
                 "ca_certs must be the domain CA certificate(s) as PEM text",
             )
         try:
             certs = x509.load_pem_x509_certificates(pem.encode())
         except ValueError as exc:
-            raise _Refused(400, "invalid-domain", "ca_certs do not parse", str(exc)) from None
+            raise _refused(Reason.INVALID_DOMAIN, "ca_certs do not parse", str(exc)) from None
         existing = self.registry.domains.get(name)
         domain = Domain(name, certs, existing.serials if existing else set())
         self.registry.domains[name] = domain
@@ -174,7 +163,7 @@ class BootstrapAPI:
         self._operator(request)
         domain = self.registry.domains.get(request.path_params["domain"])
         if domain is None:
-            raise _Refused(404, "unknown-domain", "no such domain", "register it first")
+            raise _refused(Reason.UNKNOWN_DOMAIN, "no such domain", "register it first")
         return JSONResponse(self._domain_json(domain))
 
     async def claim(self, request: Request) -> Response:
@@ -182,26 +171,17 @@ class BootstrapAPI:
         name = request.path_params["domain"]
         domain = self.registry.domains.get(name)
         if domain is None:
-            raise _Refused(
-                404,
-                "unknown-domain",
-                "no such domain",
+            raise _refused(Reason.UNKNOWN_DOMAIN, "no such domain",
                 f"register domain {name!r} before claiming devices",
             )
         serials = (await _json_body(request)).get("serials")
         if not isinstance(serials, list) or not all(isinstance(s, str) and s for s in serials):
-            raise _Refused(
-                400,
-                "invalid-claim",
-                "serials missing",
+            raise _refused(Reason.INVALID_CLAIM, "serials missing",
                 "serials must be a list of device serial numbers",
             )
         taken = sorted(s for s in serials if self.registry.claims.get(s, name) != name)
         if taken:
-            raise _Refused(
-                409,
-                "serial-claimed",
-                "serial claimed by another domain",
+            raise _refused(Reason.SERIAL_CLAIMED, "serial claimed by another domain",
                 f"{', '.join(taken[:5])} already belong to another domain",
             )
         for serial in serials:
@@ -215,7 +195,7 @@ class BootstrapAPI:
         try:
             since = int(request.query_params.get("since", "0"))
         except ValueError:
-            raise _Refused(400, "invalid-query", "since is not a number", "since=N") from None
+            raise _refused(Reason.INVALID_QUERY, "since is not a number", "since=N") from None
         return JSONResponse({"events": [e for e in self.registry.events if e["id"] >= since]})
 
     @staticmethod
@@ -232,19 +212,13 @@ class BootstrapAPI:
         """The serial of the device on the other end of this ATLS session."""
         ctx = atls_context(request)
         if ctx is None:
-            raise _Refused(
-                403,
-                "atls-required",
-                "ATLS required",
+            raise _refused(Reason.ATLS_REQUIRED, "ATLS required",
                 "bootstrap requests are served only inside an ATLS session",
             )
         cert = ctx.info.peer_certificate
         serial = device_serial(cert) if cert else None
         if serial is None:
-            raise _Refused(
-                403,
-                "no-device-identity",
-                "no device identity",
+            raise _refused(Reason.NO_DEVICE_IDENTITY, "no device identity",
                 "the ATLS session carries no device certificate with a serial number",
             )
         return serial
@@ -253,10 +227,7 @@ class BootstrapAPI:
         domain = self.registry.domain_of(serial)
         if domain is None:
             self.registry.record("voucher-refused", serial=serial, reason="not claimed")
-            raise _Refused(
-                404,
-                "serial-not-claimed",
-                "device not claimed",
+            raise _refused(Reason.SERIAL_NOT_CLAIMED, "device not claimed",
                 f"serial {serial} is not claimed by any domain",
             )
         return domain
@@ -269,25 +240,19 @@ class BootstrapAPI:
             self.registry.record(
                 "voucher-refused", serial=serial, reason="serial mismatch", asked=str(asked)
             )
-            raise _Refused(
-                403,
-                "serial-mismatch",
-                "serial does not match the device",
+            raise _refused(Reason.SERIAL_MISMATCH, "serial does not match the device",
                 f"the request names {asked!r} but the device certificate says {serial!r}",
             )
         nonce = data.get("nonce")
         if not isinstance(nonce, str):
-            raise _Refused(400, "invalid-nonce", "bad nonce", "nonce must be base64 text")
+            raise _refused(Reason.INVALID_NONCE, "bad nonce", "nonce must be base64 text")
         try:
             check_nonce(nonce)
         except VoucherError as exc:
-            raise _Refused(400, "invalid-nonce", "bad nonce", str(exc)) from None
+            raise _refused(Reason.INVALID_NONCE, "bad nonce", str(exc)) from None
         domain = self._claimed(serial)
         if self.signer is None:
-            raise _Refused(
-                503,
-                "no-voucher-signer",
-                "cannot sign vouchers",
+            raise _refused(Reason.NO_VOUCHER_SIGNER, "cannot sign vouchers",
                 "the service has no voucher signer configured",
             )
         now = datetime.datetime.now(datetime.UTC)
@@ -313,16 +278,13 @@ class BootstrapAPI:
             or not chain_pem
             or not all(isinstance(c, str) for c in chain_pem)
         ):
-            raise _Refused(
-                400,
-                "invalid-report",
-                "presented_chain missing",
+            raise _refused(Reason.INVALID_REPORT, "presented_chain missing",
                 "presented_chain must be a list of PEM certificates, leaf first",
             )
         try:
             chain = [x509.load_pem_x509_certificate(c.encode()) for c in chain_pem]
         except ValueError as exc:
-            raise _Refused(400, "invalid-report", "certificate does not parse", str(exc)) from None
+            raise _refused(Reason.INVALID_REPORT, "certificate does not parse", str(exc)) from None
         domain = self.registry.domain_of(serial)
         matches = bool(domain) and _issued_by_any(chain, domain.ca_certs if domain else [])
         self.registry.record(

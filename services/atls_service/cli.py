@@ -13,10 +13,10 @@ from pathlib import Path
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIError, init_pki
 from atls.session import TLSVersion
+from atls.store import SessionLimits
 
 from .app import ServiceSettings, create_app
 from .logs import configure_logging, log_event
-from .store import SessionLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-handshakes", type=int, default=d.max_handshakes)
     p.add_argument("--max-handshakes-per-client", type=int, default=d.max_handshakes_per_client)
     p.add_argument("--max-sessions", type=int, default=d.max_sessions)
+    p.add_argument(
+        "--max-sessions-per-device",
+        type=int,
+        default=d.max_sessions_per_identity,
+        help="established sessions per device identity (certificate serial); beyond it "
+        f"that device's oldest session ends (default {d.max_sessions_per_identity})",
+    )
     p.add_argument("--handshake-ttl", type=float, default=d.handshake_ttl, help="seconds")
     p.add_argument("--idle-ttl", type=float, default=d.idle_ttl, help="seconds")
     p.add_argument("--max-flight-bytes", type=int, default=d.max_flight_bytes)
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             max_handshakes=args.max_handshakes,
             max_handshakes_per_client=args.max_handshakes_per_client,
             max_sessions=args.max_sessions,
+            max_sessions_per_identity=args.max_sessions_per_device,
             handshake_ttl=args.handshake_ttl,
             idle_ttl=args.idle_ttl,
             max_flight_bytes=args.max_flight_bytes,
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             operator_token=operator_token(args.operator_token_file or args.pki / "operator-token"),
             voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
         )
+        settings.tls_config()  # refuse bad TLS settings here, with exit 2
     except (PKIError, ValueError, OSError) as exc:
         print(f"atls-service: {exc}", file=sys.stderr)
         return 2

@@ -95,7 +95,8 @@ def test_allow_handshake_and_request_through_the_middlebox(pki, service, middleb
     assert "POST https://127.0.0.1" in box.log(), "the middlebox intercepted the network TLS"
     lines = box.audit_lines()
     requests = [x for x in lines if x["direction"] == "request"]
-    assert [x["flight"] for x in requests] == [1, 2, 3], "2 handshake flights + 1 request"
+    flights = [x["flight"] for x in requests]
+    assert flights == [1, 2, 3, 4], "2 handshake flights + 1 request + the client's close"
     assert all(x["decision"] == "allow" and x["audit"] == ["watch"] for x in lines)
     assert requests[0]["summary"]["client_hello"]["versions"][0] == "1.3"
     assert requests[0]["session"] is None and requests[1]["session"]
@@ -104,8 +105,10 @@ def test_allow_handshake_and_request_through_the_middlebox(pki, service, middleb
         assert requests[2]["summary"]["protected"]["seq"] == 0
         answer = [x for x in lines if x["direction"] == "response"][2]
         assert answer["summary"]["protected"]["seq"] == 0, "responses are labelled aes128gcm"
+        assert requests[3]["summary"]["protected"]["seq"] == 1, "close: a protected message"
     else:
         assert requests[2]["summary"]["records"][0]["type"] == "application_data"
+        assert requests[3]["summary"]["records"], "close_notify (encrypted in TLS 1.3)"
 
 
 def test_block_is_reported_cleanly(pki, service, middlebox):
@@ -117,7 +120,7 @@ def test_block_is_reported_cleanly(pki, service, middlebox):
     with box.client(service.url) as client:
         with pytest.raises(ServiceRefusedError) as refused:
             client.handshake()
-    problem = refused.value.problem
+    problem = refused.value
     assert (problem.status, problem.slug, problem.extra["rule"]) == (
         403,
         "blocked-by-policy",
@@ -243,7 +246,7 @@ def test_the_middlebox_never_holds_atls_plaintext(pki, service, middlebox):
     assert control in saved, "the control shows saved flows do hold readable bodies"
     assert canary not in saved and canary not in audit
     assert b"application/atls" in saved and b"application/atls+octet-stream" in saved
-    assert len(box.audit_lines()) == 2 * 4 * 3, "4 sessions x 3 exchanges x 2 directions"
+    assert len(box.audit_lines()) == 2 * 4 * 4, "4 sessions x (3 exchanges + close) x 2 directions"
 
 
 def test_policy_reload_while_running(pki, service, middlebox):
@@ -270,7 +273,7 @@ def test_policy_reload_while_running(pki, service, middlebox):
             try:
                 client.handshake()
             except ServiceRefusedError as refused:
-                assert refused.problem.extra["rule"] == "closed"
+                assert refused.extra["rule"] == "closed"
                 break
         time.sleep(0.3)
     else:

@@ -218,4 +218,4 @@ def test_refusal_is_a_typed_error(pki, service):
         client.base_url = service.url + "/nope"
         with pytest.raises(ServiceRefusedError) as refused:
             client.handshake()
-    assert refused.value.problem.status == 404
+    assert refused.value.status == 404

@@ -39,7 +39,8 @@ def test_real_flights_parse(pki, server_context):
         b'{"json": true}',
         b"\x16\x03",
         b"\x16\x05\x01\x00\x01\x00",
-        b"\x18\x03\x03\x00\x01\x00",
+        b"\x18\x07\x03\x00\x01\x00",
+        b"\x16\xfe\xfd\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05\x00",  # DTLS, cut short
         b"\x16\x03\x03\x00\x00",
         b"\x17\x03\x03\xff\xff" + b"\x00" * 70000,
         b"\x89PNG\r\n\x1a\n" + b"\x00" * 30,
@@ -58,5 +59,25 @@ def test_random_binary_is_almost_never_tls():
 def test_truncation_is_distinguished():
     with pytest.raises(TruncatedRecord):
         parse_records(b"\x16\x03\x01\x00\x10" + os.urandom(4))
-    with pytest.raises(RecordError, match="not a TLS content type"):
-        parse_records(b"\x01\x03\x01\x00\x01\x00")
+    with pytest.raises(RecordError, match="neither TLS nor DTLS"):
+        parse_records(b"\x16\x02\x01\x00\x01\x00")
+
+
+@pytest.mark.parametrize("content_type", [24, 25, 26, 99])
+def test_every_content_type_is_a_record(content_type):
+    """The draft limits no content type: heartbeat (24), tls12_cid (25), ... are records."""
+    record = parse_records(bytes([content_type]) + b"\x03\x03\x00\x02ab")[0]
+    assert record.content_type == content_type and record.payload == b"ab"
+    assert looks_like_tls(bytes([content_type]) + b"\x03\x03\x00\x02ab")
+
+
+@pytest.mark.parametrize("version", [b"\xfe\xfd", b"\xfe\xfc", b"\xfe\xff"])
+def test_dtls_record_headers_parse(version):
+    header = b"\x16" + version + b"\x00\x01" + (7).to_bytes(6, "big") + b"\x00\x03"
+    records = parse_records(header + b"xyz" + b"\x17\x03\x03\x00\x01!")
+    dtls, tls = records
+    assert dtls.dtls and dtls.epoch == 1 and dtls.sequence == 7 and dtls.payload == b"xyz"
+    assert dtls.wire_length == 16 and dtls.content_type is ContentType.HANDSHAKE
+    assert not tls.dtls and tls.wire_length == 6
+    with pytest.raises(TruncatedRecord):
+        parse_records(header + b"xy")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from atls.http_binding import Problem, ServiceRefusedError
+from atls.errors import Reason, Refusal
 from atls.session import IncompleteFlightError, NotTLSError, SessionStateError, TLSAlertError
 from atls_client.client import CarrierError, retryable
 
@@ -17,14 +17,14 @@ from atls_client.client import CarrierError, retryable
         NotTLSError("garbled"),
         TLSAlertError("x", alert="bad_record_mac", origin="local"),
         TLSAlertError("x", alert="decrypt_error", origin="peer"),
-        ServiceRefusedError(Problem(429, "client-handshake-limit", "t", "d")),
-        ServiceRefusedError(Problem(503, "handshake-capacity", "t", "d")),
-        ServiceRefusedError(Problem(400, "incomplete-flight", "t", "d")),
+        Refusal(Reason.CLIENT_HANDSHAKE_LIMIT, "d", status=429),
+        Refusal(Reason.HANDSHAKE_CAPACITY, "d", status=503),
+        Refusal(Reason.INCOMPLETE_FLIGHT, "d", status=400),
     ],
     ids=lambda e: (
         type(e).__name__
         + ":"
-        + str(getattr(e, "alert", "") or getattr(getattr(e, "problem", None), "slug", ""))
+        + str(getattr(e, "alert", "") or getattr(e, "slug", ""))
     ),
 )
 def test_damage_and_overload_are_retried(error):
@@ -38,14 +38,14 @@ def test_damage_and_overload_are_retried(error):
         TLSAlertError("x", alert="bad_certificate", origin="local"),
         TLSAlertError("x", alert="certificate_required", origin="peer"),
         TLSAlertError("x", alert=None, origin=None),
-        ServiceRefusedError(Problem(403, "blocked-by-policy", "t", "d")),
-        ServiceRefusedError(Problem(404, "unknown-session", "t", "d")),
+        Refusal(Reason.BLOCKED_BY_POLICY, "d", status=403),
+        Refusal(Reason.UNKNOWN_SESSION, "d", status=404),
         SessionStateError("misuse"),
     ],
     ids=lambda e: (
         type(e).__name__
         + ":"
-        + str(getattr(e, "alert", "") or getattr(getattr(e, "problem", None), "slug", ""))
+        + str(getattr(e, "alert", "") or getattr(e, "slug", ""))
     ),
 )
 def test_verdicts_and_refusals_are_never_retried(error):

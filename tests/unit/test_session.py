@@ -263,8 +263,12 @@ def test_a_failed_session_refuses_further_input(pki, server_context, rogue_ca):
 def test_version_parsing():
     assert TLSVersion.parse("TLSv1.3") is TLSVersion.TLS1_3
     assert TLSVersion.parse("1.2") is TLSVersion.TLS1_2
-    with pytest.raises(ValueError, match="1.1"):
-        TLSVersion.parse("1.1")
+    assert TLSVersion.parse("dtls1.2") is TLSVersion.DTLS1_2
+    assert TLSVersion.parse(1.1).label == "1.1"  # observers see old versions offered
+    with pytest.raises(ValueError, match="1.4"):
+        TLSVersion.parse("1.4")
+    with pytest.raises(ValueError, match="TLS 1.2 or 1.3, not 1.1"):
+        TLSConfig(Role.CLIENT, verify_peer=False, min_version=TLSVersion.TLS1_1)
 
 
 def test_chain_with_intermediate_is_sent_and_verified(pki, server_context):
