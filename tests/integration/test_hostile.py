@@ -338,3 +338,75 @@ def test_service_refuses_devices_from_unknown_vendors(pki, service, rogue_ca):
         with pytest.raises(TLSAlertError) as failure:
             c.handshake()
     assert failure.value.alert == "unknown_ca" and failure.value.origin == "peer"
+
+
+def test_export_session_survives_unauthenticated_messages(pki, service):
+    """Item: no unauthenticated message can end a key-export session (through the service)."""
+    with atls_client(pki, service.url, mode=Mode.EXPORT) as client:
+        flights: list[bytes] = []
+        real_post = client._post  # noqa: SLF001 - record the handshake flights as sent
+
+        def recording(message):  # type: ignore[no-untyped-def]
+            flights.append(message.body)
+            return real_post(message)
+
+        client._post = recording  # type: ignore[method-assign]
+        client.handshake()
+        client._post = real_post  # type: ignore[method-assign]
+        cookie = client.binding.cookie if client.binding else None
+        assert cookie and len(flights) == 2
+        hostile = {
+            "forged record": b"\x17\x03\x03\x00\x10" + b"\x00" * 16,
+            "plaintext alert": b"\x15\x03\x03\x00\x02\x02\x28",
+            "second ClientHello": _client_hello(pki),
+            "replayed ClientHello": flights[0],
+            "replayed Finished": flights[1],
+        }
+        with raw_http(pki) as http:
+            for name, body in hostile.items():
+                answer = _problem(_post(http, service.url, body, cookie=cookie), 409, "wrong-mode")
+                assert "session goes on" in answer["detail"], name
+        assert client.http.get("/api/hello").status_code == 200
+
+
+def test_cookieless_protected_messages_take_no_slot(pki, limited_service):
+    """40 cookieless protected messages from one address, then a real handshake succeeds."""
+    with raw_http(pki) as http:
+        for _ in range(40):
+            refused = _post(
+                http, limited_service.url, b"\x00" * 40, **{"content-encoding": "aes128gcm"}
+            )
+            _problem(refused, 400, "not-a-client-hello")
+            assert "set-cookie" not in refused.headers
+    with atls_client(pki, limited_service.url) as client:
+        client.handshake()
+        assert client.http.get("/api/hello").status_code == 200
+
+
+def test_closing_a_client_frees_its_server_session(pki, service):
+    for mode in Mode:
+        before = service_sessions(pki, service)
+        client = atls_client(pki, service.url, mode=mode)
+        client.handshake()
+        assert service_sessions(pki, service) == before + 1
+        client.close()
+        assert service_sessions(pki, service) == before, f"{mode.value}: freed at once"
+
+
+def service_sessions(pki, service) -> int:
+    with raw_http(pki) as http:
+        return int(http.get(service.url + "/healthz").json()["store"]["sessions"])
+
+
+async def test_closing_an_async_client_frees_its_server_session(pki, service):
+    from atls_client.client import AsyncATLSClient, CarrierSettings
+
+    before = service_sessions(pki, service)
+    config = client_config(pki, server_name="127.0.0.1")
+    async with AsyncATLSClient(
+        service.url, config, carrier=CarrierSettings(network_tls_verify=pki.vendor_ca_cert)
+    ) as client:
+        await client.handshake()
+        assert (await client.http.get("/api/hello")).status_code == 200
+        assert service_sessions(pki, service) == before + 1
+    assert service_sessions(pki, service) == before
