@@ -10,7 +10,7 @@ rules:
       host: "*.example.com"    # destination host (glob)
       port: 443
       path: /atls              # request path (glob)
-      variant: legacy          # labelled | legacy | unlabelled
+      variant: draft-00        # current | draft-00 | unlabelled (labelled, legacy: old names)
       tls_versions: ["1.2"]    # the session's ClientHello offers any of these
       sni: atls-service        # glob
       direction: request       # request | response
@@ -21,7 +21,8 @@ rules:
 
 ``allow``, ``block`` and ``fault`` decide and stop; ``audit`` and ``mark``
 apply and go on; ``limit`` goes on unless a limit is exceeded, then blocks
-(429). When no deciding rule matches, ``default`` decides.
+(429). When no deciding rule matches, ``default`` decides. ``Policy.decide``
+runs that loop; it needs no mitmproxy, so it is tested on its own.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from __future__ import annotations
 import enum
 import fnmatch
 import ipaddress
+import time
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +55,10 @@ class Action(enum.Enum):
     MARK = "mark"
 
 
-DECIDING = {Action.ALLOW, Action.BLOCK, Action.FAULT}
-VARIANTS = ("labelled", "legacy", "unlabelled")
+# The draft variants as the whole project names them (atls.http_binding.Variant),
+# plus what only an observer sees: TLS records under another content type.
+VARIANTS = ("current", "draft-00", "unlabelled")
+VARIANT_ALIASES = {"labelled": "current", "legacy": "draft-00"}  # names before 0.2
 DIRECTIONS = ("request", "response")
 FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
 
@@ -71,6 +76,8 @@ class FlightContext:
     flight: int
     offered_versions: frozenset[str] = frozenset()
     sni: str | None = None
+    body_bytes: int = 0
+    session_bytes: int = 0  # the session's bytes before this flight
 
 
 @dataclass(frozen=True)
@@ -146,10 +153,6 @@ class Rule:
     fault: Fault | None = None
     mark: str = ":warning:"
 
-    @property
-    def decides(self) -> bool:
-        return self.action in DECIDING
-
 
 @dataclass(frozen=True)
 class Policy:
@@ -160,6 +163,120 @@ class Policy:
     @classmethod
     def allow_all(cls) -> Policy:
         return cls((), Rule("default", Action.ALLOW))
+
+    def decide(self, ctx: FlightContext, state: PolicyState) -> Decision:
+        """Run the rules over one flight, first deciding rule wins."""
+        audit: list[str] = []
+        mark: str | None = None
+        for rule in self.rules:
+            if not rule.match.matches(ctx):
+                continue
+            if rule.action is Action.AUDIT:
+                audit.append(rule.id)
+            elif rule.action is Action.MARK:
+                mark = rule.mark
+            elif rule.action is Action.LIMIT:
+                exceeded = state.exceeded(rule, ctx)
+                if exceeded:
+                    return Decision(
+                        Action.BLOCK, rule.id, rule.status, exceeded, True, audit=audit, mark=mark
+                    )
+            elif rule.action is Action.FAULT:
+                assert rule.fault is not None
+                uses = state.fault_uses[rule.id]
+                if rule.fault.max_times and uses >= rule.fault.max_times:
+                    continue
+                state.fault_uses[rule.id] = uses + 1
+                return Decision(
+                    Action.FAULT,
+                    rule.id,
+                    fault=rule.fault,
+                    fault_use=uses + 1,
+                    audit=audit,
+                    mark=mark,
+                )
+            else:
+                return Decision(
+                    rule.action, rule.id, rule.status, rule.detail, audit=audit, mark=mark
+                )
+        default = self.default
+        return Decision(
+            default.action, default.id, default.status, default.detail, audit=audit, mark=mark
+        )
+
+
+@dataclass
+class Decision:
+    """What the policy decided for one flight; ``to_dict`` travels in ``flow.metadata``."""
+
+    action: Action
+    rule: str
+    status: int = 403
+    detail: str | None = None
+    limit_exceeded: bool = False
+    fault: Fault | None = None
+    fault_use: int = 0
+    audit: list[str] = field(default_factory=list)
+    mark: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["action"] = self.action.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        fault = data.get("fault")
+        return cls(
+            **{
+                **data,
+                "action": Action(data["action"]),
+                "fault": Fault(**fault) if fault else None,
+            }
+        )
+
+
+class PolicyState:
+    """What the rules remember between flights: fault uses and per-client flight times."""
+
+    def __init__(self, max_clients: int = 10000) -> None:
+        self.fault_uses: Counter[str] = Counter()
+        self._client_times: dict[str, deque[float]] = {}
+        self._max_clients = max_clients
+
+    def reset(self) -> None:
+        """A new policy: fault budgets start again."""
+        self.fault_uses.clear()
+
+    def exceeded(self, rule: Rule, ctx: FlightContext, now: float | None = None) -> str | None:
+        """Why this flight breaks the rule's limits, or None."""
+        limits = rule.limits
+        assert limits is not None
+        if (
+            limits.flights_per_session
+            and ctx.direction == "request"
+            and ctx.flight > limits.flights_per_session
+        ):
+            return f"session exceeded {limits.flights_per_session} flights"
+        if (
+            limits.bytes_per_session
+            and ctx.session_bytes + ctx.body_bytes > limits.bytes_per_session
+        ):
+            return f"session exceeded {limits.bytes_per_session} bytes"
+        if limits.flights_per_second_per_client and ctx.direction == "request":
+            now = time.monotonic() if now is None else now
+            times = self._client_times.setdefault(ctx.client, deque())
+            while times and now - times[0] > 1.0:
+                times.popleft()
+            if len(times) >= limits.flights_per_second_per_client:
+                return (
+                    f"client {ctx.client} exceeded "
+                    f"{limits.flights_per_second_per_client:g} flights per second"
+                )
+            times.append(now)
+            if len(self._client_times) > self._max_clients:
+                self._client_times.pop(next(iter(self._client_times)))
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -304,7 +421,7 @@ class _Parser:
             variants=self._list(
                 f"{where}.variant",
                 raw.get("variant"),
-                self._choice(VARIANTS),
+                self._variant,
                 f"is not one of {', '.join(VARIANTS)}",
             ),
             tls_versions=self._list(
@@ -459,6 +576,11 @@ class _Parser:
     def _tls_version(value: Any) -> str | None:
         version = TLSVersion.parse(value)  # ValueError: reported with the place
         return version.label if version <= TLSVersion.TLS1_3 else None
+
+    @staticmethod
+    def _variant(value: Any) -> str | None:
+        value = VARIANT_ALIASES.get(value, value)
+        return value if value in VARIANTS else None
 
     @staticmethod
     def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:

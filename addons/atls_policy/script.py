@@ -16,6 +16,6 @@ except ImportError:  # running from a checkout without installing
     _here = Path(__file__).resolve().parent
     sys.path[:0] = [str(_here.parent), str(_here.parent.parent)]
 
-from atls_policy.addon import ATLSPolicy  # noqa: E402
+from atls_policy import default_addons  # noqa: E402
 
-addons = [ATLSPolicy()]
+addons = default_addons()

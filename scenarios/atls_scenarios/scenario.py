@@ -17,7 +17,7 @@ expect:
   steps: {probe: failed, atls: ok, voucher: ok}    # ok | failed | skipped
   handshake_attempts: 1
   error_contains: "..."
-  audit: {min_flights: 6, decisions: [allow], variants: [labelled]}
+  audit: {min_flights: 6, decisions: [allow], variants: [current]}
   service_events: {voucher-issued: devices}        # a count, or "devices"
   service_healthy: true
 ```

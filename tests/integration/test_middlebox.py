@@ -114,7 +114,7 @@ def test_allow_handshake_and_request_through_the_middlebox(pki, service, middleb
 def test_block_is_reported_cleanly(pki, service, middlebox):
     box = middlebox(
         "rules:\n  - {id: no-atls, action: block, status: 403, "
-        "match: {variant: [labelled, legacy]}}\n"
+        "match: {variant: [current, draft-00]}}\n"
     )
     before = service_health(pki, service)["counters"].get("handshakes", 0)
     with box.client(service.url) as client:

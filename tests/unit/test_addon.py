@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions, http
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow
 
 from atls.http_binding import LEGACY_MEDIA_TYPE, MEDIA_TYPE
 from atls.loopback import run_handshake
 from atls.session import ATLSSession, TLSVersion
-from atls_policy import addon as addon_module
-from atls_policy.addon import ATLSPolicy
+from atls_policy import default_addons
+from atls_policy import faults as faults_module
 from atls_policy.detect import classify_request, classify_response
 from atls_policy.observe import summarize
 from atls_policy.policy import PolicyError, parse_policy
@@ -59,6 +62,30 @@ def with_response(flow: http.HTTPFlow, body: bytes, set_cookie: str | None = Non
     flow.response = http.Response.make(200, body, headers)
 
 
+class Chain:
+    """The four ATLS addons as mitmproxy runs them: each hook through the addon manager."""
+
+    def __init__(self, tctx: taddons.context, addons: list) -> None:
+        self.tctx = tctx
+        self.tracker, self.enforcer, self.faults, self.audit = addons
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        await self.tctx.master.addons.handle_lifecycle(HttpRequestHook(flow))
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self.tctx.master.addons.handle_lifecycle(HttpResponseHook(flow))
+
+    def metrics(self) -> str:
+        return self.audit.metrics()
+
+
+@contextlib.contextmanager
+def chain() -> Iterator[tuple[Chain, taddons.context]]:
+    addons = default_addons()
+    with taddons.context(*addons) as tctx:
+        yield Chain(tctx, addons), tctx
+
+
 def write_policy(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(text)
@@ -70,14 +97,14 @@ def write_policy(tmp_path: Path, text: str) -> Path:
 
 def test_detection_by_label_and_path(flights):
     hello = flights["TLS1_3"][0]
-    assert classify_request("POST", "/x", MEDIA_TYPE, b"") == "labelled"
-    assert classify_request("POST", "/x", "Application/ATLS; q=1", b"") == "labelled"
-    assert classify_request("POST", "/x", LEGACY_MEDIA_TYPE, b"") == "legacy"
-    assert classify_request("POST", "/.well-known/atls?x=1", None, b"") == "labelled"
-    assert classify_request("POST", "/atls", "text/plain", b"") == "legacy"
+    assert classify_request("POST", "/x", MEDIA_TYPE, b"") == "current"
+    assert classify_request("POST", "/x", "Application/ATLS; q=1", b"") == "current"
+    assert classify_request("POST", "/x", LEGACY_MEDIA_TYPE, b"") == "draft-00"
+    assert classify_request("POST", "/.well-known/atls?x=1", None, b"") == "current"
+    assert classify_request("POST", "/atls", "text/plain", b"") == "draft-00"
     assert classify_request("POST", "/upload", "application/octet-stream", hello) == "unlabelled"
     assert classify_request("POST", "/upload", "image/png", hello, False) is None
-    assert classify_response(MEDIA_TYPE, b"") == "labelled"
+    assert classify_response(MEDIA_TYPE, b"") == "current"
     assert classify_response("application/octet-stream", flights["TLS1_3"][1]) == "unlabelled"
 
 
@@ -191,7 +218,7 @@ def test_hostile_bodies_never_raise(flights):
         ),
         (
             "rules:\n  - {id: a, action: allow, match: {variant: smuggled}}",
-            "is not one of labelled, legacy, unlabelled",
+            "is not one of current, draft-00, unlabelled",
         ),
         (
             "rules:\n  - {id: a, action: allow, match: {tls_versions: ['1.4']}}",
@@ -251,9 +278,8 @@ default: block
 """,
     )
     audit_log = tmp_path / "audit.jsonl"
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy), atls_audit_log=str(audit_log))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy), atls_audit_log=str(audit_log))
         flow = atls_flow(flights["TLS1_3"][0])
         await a.request(flow)
         assert flow.response is None, "allowed flights pass"
@@ -289,9 +315,8 @@ rules:
   - {id: no-tls12, action: block, match: {tls_versions: ["1.2"], direction: response}}
 """,
     )
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         legacy = atls_flow(flights["TLS1_3"][0], path="/atls", content_type=LEGACY_MEDIA_TYPE)
         await a.request(legacy)
         assert legacy.response is not None and legacy.response.status_code == 451
@@ -326,9 +351,8 @@ rules:
     limits: {flights_per_session: 2, flights_per_second_per_client: 3}
 """,
     )
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         statuses = []
         for _ in range(3):  # one session: the third flight is over the limit
             flow = atls_flow(flights["TLS1_3"][2], cookie="s1", client="10.1.1.1")
@@ -350,9 +374,8 @@ async def test_bytes_per_session_limit(tmp_path, flights):
     policy = write_policy(
         tmp_path, "rules:\n  - {id: b, action: limit, limits: {bytes_per_session: 2000}}\n"
     )
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         first = atls_flow(flights["TLS1_3"][0], cookie="c")
         await a.request(first)
         assert first.response is None
@@ -404,9 +427,8 @@ async def test_bytes_per_session_limit(tmp_path, flights):
 )
 async def test_request_faults(tmp_path, flights, fault, check):
     policy = write_policy(tmp_path, f"rules:\n  - id: f\n    action: fault\n    fault: {fault}\n")
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         old = flights["TLS1_3"][0]
         flow = atls_flow(old)
         await a.request(flow)
@@ -420,16 +442,15 @@ async def test_delay_fault_waits(tmp_path, flights, monkeypatch):
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(addon_module.asyncio, "sleep", fake_sleep)
+    monkeypatch.setattr(faults_module.asyncio, "sleep", fake_sleep)
     policy = write_policy(
         tmp_path,
         "rules:\n  - {id: slow, action: fault, "
         "fault: {type: delay, seconds: 2.5}, "
         "match: {direction: response}}\n",
     )
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         flow = atls_flow(flights["TLS1_3"][0])
         await a.request(flow)
         assert slept == []
@@ -450,9 +471,8 @@ rules:
     match: {flight: 2, direction: request}
 """,
     )
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         first = atls_flow(flights["TLS1_3"][0])
         await a.request(first)
         with_response(first, flights["TLS1_3"][1], set_cookie="r")
@@ -469,44 +489,41 @@ rules:
 
 async def test_invalid_policy_at_start_refuses(tmp_path):
     policy = write_policy(tmp_path, "rules:\n  - {id: a, action: nope}\n")
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
+    with chain() as (a, tctx):
         with pytest.raises(exceptions.OptionsError, match="rules\\[0\\].action"):
-            tctx.configure(a, atls_policy=str(policy))
+            tctx.configure(a.enforcer, atls_policy=str(policy))
 
 
 async def test_reload_keeps_old_policy_when_new_is_invalid(tmp_path, flights):
     import os
 
     policy = write_policy(tmp_path, "default: allow\n")
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_policy=str(policy))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
         policy.write_text("default: block\n")
         os.utime(policy, (1, 1))
-        assert a.check_policy_file() is True
+        assert a.enforcer.check_policy_file() is True
         flow = atls_flow(flights["TLS1_3"][0])
         await a.request(flow)
         assert flow.response and flow.response.status_code == 403
         policy.write_text("rules: [broken")
         os.utime(policy, (2, 2))
-        assert a.check_policy_file() is False
-        assert a.policy.default.action.value == "block", "the old policy stays"
-        assert a.counters["policy_reload_errors"] == 1
-        assert a.check_policy_file() is False, "the same broken file is reported once"
+        assert a.enforcer.check_policy_file() is False
+        assert a.enforcer.policy.default.action.value == "block", "the old policy stays"
+        assert a.enforcer.reload_errors == 1
+        assert a.enforcer.check_policy_file() is False, "the same broken file is reported once"
         policy.write_text("default: allow\n")
         os.utime(policy, (3, 3))
-        assert a.check_policy_file() is True
-        assert a.policy.default.action.value == "allow"
+        assert a.enforcer.check_policy_file() is True
+        assert a.enforcer.policy.default.action.value == "allow"
 
 
 async def test_metrics_file(tmp_path, flights):
     metrics = tmp_path / "metrics.json"
-    a = ATLSPolicy()
-    with taddons.context(a) as tctx:
-        tctx.configure(a, atls_metrics_file=str(metrics))
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_metrics_file=str(metrics))
         await a.request(atls_flow(flights["TLS1_3"][0]))
-        a.done()
+        a.audit.done()
     data = json.loads(metrics.read_text())
     assert data["rules"]["default"]["allow"] == 1
-    assert data["totals"]["variant:labelled"] == 1
+    assert data["totals"]["variant:current"] == 1

@@ -1,0 +1,168 @@
+"""Policy decision: the rules file, reloaded when it changes, applied to every ATLS flight.
+
+Reads the tracker's record in ``flow.metadata["atls"]``, asks the policy
+(``Policy.decide``) and stores the decision beside it for the fault and
+audit addons. A block is answered here, with the core's problem document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import command, ctx, exceptions, http
+
+from atls.errors import Reason, Refusal
+from atls.http_binding import PROBLEM_MEDIA_TYPE, Problem
+
+from .policy import Action, Decision, FlightContext, Policy, PolicyError, PolicyState, load_policy
+from .tracking import atls_meta
+
+logger = logging.getLogger("atls_policy")
+
+
+def flight_context(flow: http.HTTPFlow, meta: dict[str, Any], direction: str) -> FlightContext:
+    """What a rule can match on, from the flow and the tracker's record."""
+    peer = flow.client_conn.peername
+    message = flow.request if direction == "request" else flow.response
+    assert message is not None
+    return FlightContext(
+        client=peer[0] if peer else "",
+        host=flow.request.pretty_host,
+        port=flow.request.port,
+        path=flow.request.path.split("?", 1)[0],
+        variant=meta["variant"],
+        direction=direction,
+        flight=meta["flight"],
+        offered_versions=frozenset(meta.get("offered_versions") or ()),
+        sni=meta.get("sni"),
+        body_bytes=len(message.raw_content or b""),
+        session_bytes=meta.get(direction, {}).get("session_bytes", 0),
+    )
+
+
+class ATLSEnforcer:
+    def __init__(self) -> None:
+        self.policy = Policy.allow_all()
+        self.state = PolicyState()
+        self.loads = 0
+        self.reload_errors = 0
+        self._policy_mtime: float | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("atls_policy", str, "", "ATLS policy file (YAML); empty allows all.")
+        loader.add_option(
+            "atls_reload_interval",
+            float,
+            1.0,
+            "Seconds between checks of the policy file for changes (0: never).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "atls_policy" not in updated:
+            return
+        path = ctx.options.atls_policy
+        if not path:
+            self.policy, self._policy_mtime = Policy.allow_all(), None
+            return
+        try:
+            self._install(load_policy(path), Path(path))
+        except PolicyError as exc:
+            raise exceptions.OptionsError(f"invalid ATLS policy: {exc}") from None
+
+    def _install(self, policy: Policy, path: Path) -> None:
+        self.policy = policy
+        with contextlib.suppress(OSError):
+            self._policy_mtime = path.stat().st_mtime
+        self.state.reset()
+        self.loads += 1
+        logger.info(
+            "ATLS policy %s: %d rules, default %s",
+            policy.source,
+            len(policy.rules),
+            policy.default.action.value,
+        )
+
+    def running(self) -> None:
+        if self._reload_task is None and ctx.options.atls_reload_interval > 0:
+            self._reload_task = asyncio.get_running_loop().create_task(self._watch_policy())
+
+    async def _watch_policy(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.1, ctx.options.atls_reload_interval))
+            self.check_policy_file()
+
+    def done(self) -> None:
+        if self._reload_task:
+            self._reload_task.cancel()
+
+    def check_policy_file(self) -> bool:
+        """Reload the policy if its file changed; keep the old one if the new is invalid."""
+        path_text = ctx.options.atls_policy
+        if not path_text:
+            return False
+        path = Path(path_text)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError as exc:
+            if self._policy_mtime is not None:
+                logger.error(
+                    "ATLS policy %s unreadable (%s); keeping the current policy", path, exc.strerror
+                )
+                self._policy_mtime = None
+            return False
+        if mtime == self._policy_mtime:
+            return False
+        try:
+            self._install(load_policy(path), path)
+        except PolicyError as exc:
+            self._policy_mtime = mtime
+            self.reload_errors += 1
+            logger.error("ATLS policy reload failed, keeping the current policy: %s", exc)
+            return False
+        return True
+
+    @command.command("atls.reload")
+    def reload(self) -> None:
+        """Re-read the policy file now."""
+        self._policy_mtime = None
+        self.check_policy_file()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._enforce(flow, "request")
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._enforce(flow, "response")
+
+    def _enforce(self, flow: http.HTTPFlow, direction: str) -> None:
+        meta = atls_meta(flow)
+        if meta is None or direction not in meta or meta.get("answered_by_policy"):
+            return
+        decision = self.policy.decide(flight_context(flow, meta, direction), self.state)
+        meta[direction]["decision"] = decision.to_dict()
+        if decision.action is Action.BLOCK:
+            flow.response = _blocked(decision, direction)
+            meta["answered_by_policy"] = True
+
+
+def _blocked(decision: Decision, direction: str) -> http.Response:
+    """The middlebox's answer to a blocked flight: the core's problem document."""
+    reason = Reason.LIMIT_EXCEEDED if decision.limit_exceeded else Reason.BLOCKED_BY_POLICY
+    detail = (
+        decision.detail or f"ATLS {direction} blocked by middlebox policy rule {decision.rule!r}"
+    )
+    refusal = Refusal(
+        reason,
+        detail,
+        title="blocked by middlebox policy",
+        status=decision.status,
+        extra={"rule": decision.rule},
+    )
+    problem = Problem.from_refusal(refusal)
+    return http.Response.make(
+        problem.status, problem.to_json(), {"content-type": PROBLEM_MEDIA_TYPE}
+    )
