@@ -126,7 +126,9 @@ class BootstrapAPI:
 
     def _operator(self, request: Request) -> None:
         if self.token is None:
-            raise _refused(Reason.OPERATOR_API_DISABLED, "operator API disabled",
+            raise _refused(
+                Reason.OPERATOR_API_DISABLED,
+                "operator API disabled",
                 "the service was started without an operator token",
             )
         given = request.headers.get("authorization", "")
@@ -134,7 +136,9 @@ class BootstrapAPI:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             value.strip().encode(), self.token.encode()
         ):
-            raise _refused(Reason.OPERATOR_UNAUTHORIZED, "operator token required",
+            raise _refused(
+                Reason.OPERATOR_UNAUTHORIZED,
+                "operator token required",
                 "send Authorization: Bearer <operator token>",
             )
 
@@ -144,7 +148,9 @@ class BootstrapAPI:
         data = await _json_body(request)
         pem = data.get("ca_certs")
         if not isinstance(pem, str):
-            raise _refused(Reason.INVALID_DOMAIN, "ca_certs missing",
+            raise _refused(
+                Reason.INVALID_DOMAIN,
+                "ca_certs missing",
                 "ca_certs must be the domain CA certificate(s) as PEM text",
             )
         try:
@@ -171,17 +177,23 @@ class BootstrapAPI:
         name = request.path_params["domain"]
         domain = self.registry.domains.get(name)
         if domain is None:
-            raise _refused(Reason.UNKNOWN_DOMAIN, "no such domain",
+            raise _refused(
+                Reason.UNKNOWN_DOMAIN,
+                "no such domain",
                 f"register domain {name!r} before claiming devices",
             )
         serials = (await _json_body(request)).get("serials")
         if not isinstance(serials, list) or not all(isinstance(s, str) and s for s in serials):
-            raise _refused(Reason.INVALID_CLAIM, "serials missing",
+            raise _refused(
+                Reason.INVALID_CLAIM,
+                "serials missing",
                 "serials must be a list of device serial numbers",
             )
         taken = sorted(s for s in serials if self.registry.claims.get(s, name) != name)
         if taken:
-            raise _refused(Reason.SERIAL_CLAIMED, "serial claimed by another domain",
+            raise _refused(
+                Reason.SERIAL_CLAIMED,
+                "serial claimed by another domain",
                 f"{', '.join(taken[:5])} already belong to another domain",
             )
         for serial in serials:
@@ -212,13 +224,17 @@ class BootstrapAPI:
         """The serial of the device on the other end of this ATLS session."""
         ctx = atls_context(request)
         if ctx is None:
-            raise _refused(Reason.ATLS_REQUIRED, "ATLS required",
+            raise _refused(
+                Reason.ATLS_REQUIRED,
+                "ATLS required",
                 "bootstrap requests are served only inside an ATLS session",
             )
         cert = ctx.info.peer_certificate
         serial = device_serial(cert) if cert else None
         if serial is None:
-            raise _refused(Reason.NO_DEVICE_IDENTITY, "no device identity",
+            raise _refused(
+                Reason.NO_DEVICE_IDENTITY,
+                "no device identity",
                 "the ATLS session carries no device certificate with a serial number",
             )
         return serial
@@ -227,7 +243,9 @@ class BootstrapAPI:
         domain = self.registry.domain_of(serial)
         if domain is None:
             self.registry.record("voucher-refused", serial=serial, reason="not claimed")
-            raise _refused(Reason.SERIAL_NOT_CLAIMED, "device not claimed",
+            raise _refused(
+                Reason.SERIAL_NOT_CLAIMED,
+                "device not claimed",
                 f"serial {serial} is not claimed by any domain",
             )
         return domain
@@ -240,7 +258,9 @@ class BootstrapAPI:
             self.registry.record(
                 "voucher-refused", serial=serial, reason="serial mismatch", asked=str(asked)
             )
-            raise _refused(Reason.SERIAL_MISMATCH, "serial does not match the device",
+            raise _refused(
+                Reason.SERIAL_MISMATCH,
+                "serial does not match the device",
                 f"the request names {asked!r} but the device certificate says {serial!r}",
             )
         nonce = data.get("nonce")
@@ -252,7 +272,9 @@ class BootstrapAPI:
             raise _refused(Reason.INVALID_NONCE, "bad nonce", str(exc)) from None
         domain = self._claimed(serial)
         if self.signer is None:
-            raise _refused(Reason.NO_VOUCHER_SIGNER, "cannot sign vouchers",
+            raise _refused(
+                Reason.NO_VOUCHER_SIGNER,
+                "cannot sign vouchers",
                 "the service has no voucher signer configured",
             )
         now = datetime.datetime.now(datetime.UTC)
@@ -278,7 +300,9 @@ class BootstrapAPI:
             or not chain_pem
             or not all(isinstance(c, str) for c in chain_pem)
         ):
-            raise _refused(Reason.INVALID_REPORT, "presented_chain missing",
+            raise _refused(
+                Reason.INVALID_REPORT,
+                "presented_chain missing",
                 "presented_chain must be a list of PEM certificates, leaf first",
             )
         try:

@@ -21,11 +21,7 @@ from atls_client.client import CarrierError, retryable
         Refusal(Reason.HANDSHAKE_CAPACITY, "d", status=503),
         Refusal(Reason.INCOMPLETE_FLIGHT, "d", status=400),
     ],
-    ids=lambda e: (
-        type(e).__name__
-        + ":"
-        + str(getattr(e, "alert", "") or getattr(e, "slug", ""))
-    ),
+    ids=lambda e: type(e).__name__ + ":" + str(getattr(e, "alert", "") or getattr(e, "slug", "")),
 )
 def test_damage_and_overload_are_retried(error):
     assert retryable(error)
@@ -42,11 +38,7 @@ def test_damage_and_overload_are_retried(error):
         Refusal(Reason.UNKNOWN_SESSION, "d", status=404),
         SessionStateError("misuse"),
     ],
-    ids=lambda e: (
-        type(e).__name__
-        + ":"
-        + str(getattr(e, "alert", "") or getattr(e, "slug", ""))
-    ),
+    ids=lambda e: type(e).__name__ + ":" + str(getattr(e, "alert", "") or getattr(e, "slug", "")),
 )
 def test_verdicts_and_refusals_are_never_retried(error):
     assert not retryable(error)
