@@ -38,6 +38,7 @@ class MemoryService:
 
     driver: ServerDriver
     outcomes: list[object] = field(default_factory=list)
+    client: str = "10.0.0.1"
 
     def post(self, message: OutgoingMessage) -> tuple[int, dict[str, str], bytes]:
         cookie = message.headers.get("cookie", "")
@@ -48,7 +49,7 @@ class MemoryService:
             handle,
             coding,
             message.body,
-            client="10.0.0.1",
+            client=self.client,
             mode=mode_of(message.headers.get(MODE_HEADER)),
         )
         self.outcomes.append(outcome)
@@ -202,6 +203,13 @@ def test_every_store_and_driver_refusal(pki, server_context):
     service.post(first.start())
     second = ClientBinding(ATLSSession(client_config(pki).build()), mode=Mode.EXPORT)
     assert _refusal(service, second.start()).reason is Reason.CLIENT_HANDSHAKE_LIMIT
+    service.client = "10.0.0.2"
+    fresh = ClientBinding(ATLSSession(client_config(pki).build()), mode=Mode.EXPORT)
+    service.post(fresh.start())
+    third = ClientBinding(ATLSSession(client_config(pki).build()), mode=Mode.EXPORT)
+    service.client = "10.0.0.3"
+    assert _refusal(service, third.start()).reason is Reason.HANDSHAKE_CAPACITY
+    service.client = "10.0.0.1"
     ghost = _raw(first, b"\x16\x03\x03\x00\x01\x00")
     ghost.headers["cookie"] = f"{SESSION_COOKIE}=nope"
     assert _refusal(service, ghost).reason is Reason.UNKNOWN_SESSION
@@ -213,7 +221,7 @@ def test_every_store_and_driver_refusal(pki, server_context):
     assert refusal.reason is Reason.FLIGHT_TOO_LARGE and refusal.extra["max_bytes"] == 65536
     # a broken flight ends that handshake; its handle then names an ended session
     status, _, _ = service.post(_raw(first, b"\x16\x03\x03\x00\x05" + b"\x01" * 5))
-    assert status == 400 and driver.store.handshakes == 0
+    assert status == 400 and driver.store.handshakes == 1, "only the broken one ended"
     assert _refusal(service, _raw(first, b"\x16\x03\x03\x00\x01\x00")).reason is (
         Reason.SESSION_ENDED
     )
@@ -261,3 +269,15 @@ def test_session_states(pki, server_context):
     with pytest.raises(Exception):  # noqa: B017 - any TLS failure
         broken.receive_flight(b"\x16\x03\x03\x00\x04\x01\x00\x00\x00")
     assert broken.state is SessionState.FAILED
+
+
+def test_export_mode_needs_a_suite_with_an_aead(pki, server_context):
+    """A TLS 1.2 CBC suite has no AEAD to key export with: refused, and said so."""
+    service = MemoryService(_driver(pki, server_context))
+    config = client_config(pki, TLSVersion.TLS1_2, tls12_cipher_list="ECDHE-ECDSA-AES128-SHA256")
+    binding = ClientBinding(ATLSSession(config.build()), mode=Mode.EXPORT)
+    message = binding.receive(*service.post(binding.start()))
+    assert message is not None
+    refusal = _refusal(service, message)
+    assert refusal.reason is Reason.EXPORT_UNAVAILABLE and "AES128-SHA256" in refusal.detail
+    assert service.driver.store.sessions == 0
