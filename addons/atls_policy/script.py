@@ -17,5 +17,7 @@ except ImportError:  # running from a checkout without installing
     sys.path[:0] = [str(_here.parent), str(_here.parent.parent)]
 
 from atls_policy.addon import ATLSPolicy  # noqa: E402
+from atls_policy.contentview import ATLSView  # noqa: E402 - decoded ATLS in mitmproxy's UIs
 
 addons = [ATLSPolicy()]
+addons.append(ATLSView())
