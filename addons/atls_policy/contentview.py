@@ -81,8 +81,8 @@ def render(
     summary = summarize(data, content_encoding)
     media = media_type_of(content_type) or "(no content type)"
     lines = [f"ATLS message: {media}, {len(data)} bytes"]
-    if note:
-        lines.append(f"middlebox: {note}")
+    if note:  # the addon joins one line per direction with " | "
+        lines += [f"middlebox: {part}" for part in note.split(" | ")]
     if summary.protected is not None:
         lines += _protected(summary, data)
     else:
