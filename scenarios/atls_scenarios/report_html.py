@@ -118,13 +118,8 @@ def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=STEP_COLOURS[n], label=n) for n in STEP_COLOURS if n in seen]
     if handles:
-        ax.legend(
-            handles=handles,
-            loc="lower center",
-            bbox_to_anchor=(0.5, 1.08),
-            ncol=min(len(handles), 8),
-            fontsize=8,
-            frameon=False,
+        fig.legend(
+            handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8
         )
     if not devices:
         ax.text(0.5, 0.5, "no device reports", transform=ax.transAxes, ha="center")
