@@ -102,10 +102,12 @@ def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
             at += ms
         longest = max(longest, at)
         exit_code = device.get("exit_code")
+        attempts = device.get("handshake_attempts") or 0
+        retried = f", {attempts} handshakes" if attempts > 1 else ""
         ax.text(
             at + longest * 0.01 + 0.5,
             row,
-            f" {device.get('result', '?')} (exit {exit_code})",
+            f" {device.get('result', '?')} (exit {exit_code}{retried})",
             va="center",
             fontsize=9,
             color=FAILED if exit_code else "black",
@@ -118,9 +120,7 @@ def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=STEP_COLOURS[n], label=n) for n in STEP_COLOURS if n in seen]
     if handles:
-        fig.legend(
-            handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8
-        )
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
     if not devices:
         ax.text(0.5, 0.5, "no device reports", transform=ax.transAxes, ha="center")
     fig.savefig(path)
@@ -241,8 +241,7 @@ def render_page(
     ]
     data = base64.b64encode(picture.read_bytes()).decode()
     parts.append(
-        f'<p><img alt="{esc(kind)} ({picture.name})" '
-        f'src="data:image/png;base64,{data}"></p>'
+        f'<p><img alt="{esc(kind)} ({picture.name})" src="data:image/png;base64,{data}"></p>'
     )
     counts, flights = _decisions(obs.audit)
     parts.append("<h2>Middlebox decisions</h2>")

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from atls_client.bootstrap import STEPS
 from atls_policy.policy import PolicyError, parse_policy
 
 STEP_STATES = ("ok", "failed", "skipped")
@@ -118,6 +119,66 @@ def _section(where: str, raw: Any, allowed: set[str]) -> dict[str, Any]:
     return raw
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_devices(source: str, devices: Devices) -> None:
+    """Types the YAML could get wrong (``retries: two``), named by place."""
+    if not _whole(devices.retries) or devices.retries < 0:
+        raise ScenarioError(f"{source}: devices.retries must be a whole number >= 0")
+    if not _whole(devices.parallel) or devices.parallel < 1:
+        raise ScenarioError(f"{source}: devices.parallel must be a positive whole number")
+    timeout = devices.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ScenarioError(f"{source}: devices.timeout must be a number of seconds > 0")
+
+
+# What the expectations can name (see expect.py); checked so a typo fails at load.
+AUDIT_DECISIONS = ("allow", "block", "fault")
+AUDIT_VARIANTS = ("labelled", "legacy", "unlabelled")
+
+
+def _check_expect(source: str, expect: dict[str, Any]) -> None:
+    where = f"{source}: expect"
+    if "exit_code" in expect and not _whole(expect["exit_code"]):
+        raise ScenarioError(f"{where}.exit_code must be a whole number (an atls-device exit code)")
+    for key in ("installed", "service_healthy"):
+        if key in expect and not isinstance(expect[key], bool):
+            raise ScenarioError(f"{where}.{key} must be true or false")
+    attempts = expect.get("handshake_attempts", 0)
+    if not _whole(attempts) or attempts < 0:
+        raise ScenarioError(f"{where}.handshake_attempts must be a whole number >= 0")
+    if "error_contains" in expect and not isinstance(expect["error_contains"], str):
+        raise ScenarioError(f"{where}.error_contains must be text")
+    steps = _section(f"{where}.steps", expect.get("steps"), set(STEPS))
+    for step, state in steps.items():
+        if state not in STEP_STATES:
+            raise ScenarioError(f"{where}.steps.{step} is one of {', '.join(STEP_STATES)}")
+    audit = _section(
+        f"{where}.audit", expect.get("audit"), {"min_flights", "decisions", "variants"}
+    )
+    if "min_flights" in audit and (not _whole(audit["min_flights"]) or audit["min_flights"] < 0):
+        raise ScenarioError(f"{where}.audit.min_flights must be a whole number >= 0")
+    for key, allowed in (("decisions", AUDIT_DECISIONS), ("variants", AUDIT_VARIANTS)):
+        values = audit.get(key, [])
+        if not isinstance(values, list):
+            raise ScenarioError(f"{where}.audit.{key} must be a list")
+        for i, value in enumerate(values):
+            if value not in allowed:
+                raise ScenarioError(
+                    f"{where}.audit.{key}[{i}]: {value!r} is not one of {', '.join(allowed)}"
+                )
+    events = expect.get("service_events") or {}
+    if not isinstance(events, dict):
+        raise ScenarioError(f"{where}.service_events must be a mapping of event to count")
+    for event, count in events.items():
+        if count != "devices" and (not _whole(count) or count < 0):
+            raise ScenarioError(
+                f"{where}.service_events.{event}: {count!r} is not a count or \"devices\""
+            )
+
+
 def load_scenario(path: Path) -> Scenario:
     source = str(path)
     try:
@@ -142,6 +203,7 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{source}: devices.variant is 'current' or 'draft-00'")
     if devices.mode not in ("export", "records"):
         raise ScenarioError(f"{source}: devices.mode is 'export' or 'records'")
+    _check_devices(source, devices)
     policy_text = yaml.safe_dump(data.get("policy") or {"default": "allow"})
     try:
         parse_policy(policy_text, f"{source}: policy")
@@ -162,6 +224,7 @@ def load_scenario(path: Path) -> Scenario:
             "service_healthy",
         },
     )
+    _check_expect(source, expect)
     for step, state in (expect.get("steps") or {}).items():
         if state not in STEP_STATES:
             raise ScenarioError(f"{source}: expect.steps.{step} is one of {STEP_STATES}")

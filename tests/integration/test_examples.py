@@ -1,0 +1,26 @@
+"""The example experiments users copy from (scenarios/examples/) run and hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atls_scenarios.runner import run_scenario
+from atls_scenarios.scenario import load_scenario
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "scenarios" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_experiment_holds(path: Path, tmp_path: Path):
+    lines: list[str] = []
+    result = run_scenario(load_scenario(path), tmp_path, "local", say=lines.append)
+    assert result.ok, "\n".join(lines[-40:])
+    if path.stem == "slow-server-first-flight":  # the delay really forced a retry
+        assert [d["handshake_attempts"] for d in result.observations.devices] == [2]
+    if path.stem == "audit-and-mark":  # every flight audited, hellos marked
+        audit = result.observations.audit
+        assert all("watch-everything" in line["audit"] for line in audit)
