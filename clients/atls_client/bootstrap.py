@@ -80,6 +80,8 @@ class BootstrapConfig:
     app_path: str = "/api/hello"
     # Anchors the device ships with for *network* TLS; default: the vendor anchor.
     factory_anchors_pem: bytes | None = None
+    # SSLKEYLOGFILE writer for the ATLS sessions (atls.session.open_keylog).
+    keylog: Callable[[bytes], None] | None = None
 
 
 @dataclass
@@ -262,6 +264,7 @@ class Bootstrap:
             identity=self.config.identity,
             trust_anchors=self.config.vendor_anchor_pem,
             server_name=self.config.server_name,
+            keylog=self.config.keylog,
         )
         carrier = CarrierSettings(
             proxy=self.config.proxy, network_tls_verify=False, timeout=self.config.timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIError, init_pki
-from atls.session import TLSVersion
+from atls.session import TLSVersion, open_keylog
 
 from .app import ServiceSettings, create_app
 from .logs import configure_logging, log_event
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds a voucher stays valid (default 600)",
     )
+    p.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append every ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             max_version=TLSVersion.parse(args.tls_max),
             operator_token=operator_token(args.operator_token_file or args.pki / "operator-token"),
             voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
+            keylog=open_keylog(args.keylog),
         )
     except (PKIError, ValueError, OSError) as exc:
         print(f"atls-service: {exc}", file=sys.stderr)
