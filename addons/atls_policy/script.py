@@ -19,5 +19,4 @@ except ImportError:  # running from a checkout without installing
 from atls_policy.addon import ATLSPolicy  # noqa: E402
 from atls_policy.contentview import ATLSView  # noqa: E402 - decoded ATLS in mitmproxy's UIs
 
-addons = [ATLSPolicy()]
-addons.append(ATLSView())
+addons = [ATLSPolicy(), ATLSView()]
