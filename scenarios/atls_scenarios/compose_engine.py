@@ -327,6 +327,11 @@ class ComposeEngine:
         if code != 0:
             lines = log_path.read_text().strip().splitlines()
             tail = "\n".join(lines[-15:])
+            if "non-overlapping IPv4 address pool" in tail:
+                tail += (
+                    "\nDocker has no free subnet left: networks of earlier runs may be "
+                    "left over (docker network ls; docker network prune)"
+                )
             raise RuntimeError(f"compose {what} failed (exit {code}):\n{tail}")
 
     def _save_containers(self, client: Any, project: str) -> None:
