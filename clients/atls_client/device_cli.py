@@ -15,7 +15,7 @@ from pathlib import Path
 
 from atls.http_binding import Mode, Variant
 from atls.pki import PKIDirectory, PKIError
-from atls.session import open_keylog
+from atls.session import TLSVersion, open_keylog
 
 from .bootstrap import EXIT_CODES, EXIT_USAGE, Bootstrap, BootstrapConfig
 from .truststore import TrustStore, TrustStoreError
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--server-name", help="name the ATLS service must prove (default: URL host)")
     b.add_argument("--draft00", action="store_true", help="use draft-00's /atls form")
     b.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPORT.value)
+    b.add_argument(
+        "--tls-version",
+        choices=["1.2", "1.3"],
+        help="offer only this ATLS TLS version (default: 1.3 and 1.2)",
+    )
     b.add_argument(
         "--retries",
         type=int,
@@ -122,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             backoff=max(0.0, args.backoff),
             timeout=args.timeout,
             keylog=open_keylog(args.keylog),
+            tls_version=TLSVersion.parse(args.tls_version) if args.tls_version else None,
         )
         bootstrap = Bootstrap(config, None if args.json else (lambda line: print(line, flush=True)))
     except (PKIError, OSError, ValueError) as exc:

@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
             devices = find_scenario(args.scenario).devices
             extra = " --draft00" if devices.variant == "draft-00" else ""
+            if devices.tls_version:
+                extra += f" --tls-version {devices.tls_version}"
             print(
                 f"--mode {devices.mode} --retries {devices.retries} --backoff 0.1 "
                 f"--timeout {devices.timeout:g}{extra}"

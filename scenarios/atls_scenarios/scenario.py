@@ -62,6 +62,7 @@ class Devices:
     retries: int = 2
     parallel: int = 8
     timeout: float = 10.0
+    tls_version: str | None = None  # "1.2" or "1.3": offer only that; default both
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def _check_devices(source: str, devices: Devices) -> None:
         raise ScenarioError(f"{source}: devices.retries must be a whole number >= 0")
     if not _whole(devices.parallel) or devices.parallel < 1:
         raise ScenarioError(f"{source}: devices.parallel must be a positive whole number")
+    if devices.tls_version not in (None, "1.2", "1.3"):
+        raise ScenarioError(f"{source}: devices.tls_version is 1.2 or 1.3")
     timeout = devices.timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ScenarioError(f"{source}: devices.timeout must be a number of seconds > 0")
@@ -196,6 +199,8 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(value, bool):
             raise ScenarioError(f"{source}: topology.{key} must be true or false")
     dev = _section(f"{source}: devices", data.get("devices"), set(Devices.__dataclass_fields__))
+    if isinstance(dev.get("tls_version"), float):  # YAML reads 1.2 as a number
+        dev = {**dev, "tls_version": str(dev["tls_version"])}
     devices = Devices(**dev)
     if not isinstance(devices.count, int) or devices.count < 1:
         raise ScenarioError(f"{source}: devices.count must be a positive whole number")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,17 @@ def test_example_experiment_holds(path: Path, tmp_path: Path):
     if path.stem == "audit-and-mark":  # every flight audited, hellos marked
         audit = result.observations.audit
         assert all("watch-everything" in line["audit"] for line in audit)
+
+
+def test_the_tls12_block_lets_devices_offering_13_through(tmp_path: Path):
+    """Same policy as block-tls12-only, devices offering 1.3 and 1.2: they bootstrap."""
+    blocked = load_scenario(EXAMPLES[0].with_name("block-tls12-only.yaml"))
+    modern = replace(
+        blocked,
+        devices=replace(blocked.devices, tls_version=None),
+        expect={"exit_code": 0, "result": "bootstrapped", "audit": {"decisions": ["allow"]}},
+    )
+    lines: list[str] = []
+    result = run_scenario(modern, tmp_path, "local", say=lines.append)
+    assert result.ok, "\n".join(lines[-40:])
+    assert {a["rule"] for a in result.observations.audit} == {"modern-ok"}

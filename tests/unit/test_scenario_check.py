@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from atls_scenarios.cli import main
-from atls_scenarios.scenario import definitions_dir
+from atls_scenarios.scenario import definitions_dir, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "scenarios" / "examples").glob("*.yaml"))
@@ -34,6 +34,7 @@ def test_shipped_scenarios_and_examples_check_clean(capsys):
         ("name: x\ndevices: {timeout: 0}\n", "devices.timeout must be a number of seconds > 0"),
         ("name: x\ndevices: {count: 0}\n", "devices.count must be a positive whole number"),
         ("name: x\ndevices: {mode: fast}\n", "devices.mode is 'export' or 'records'"),
+        ("name: x\ndevices: {tls_version: 1.1}\n", "devices.tls_version is 1.2 or 1.3"),
         (
             "name: x\ntopology: {middlebox: yes please}\n",
             "topology.middlebox must be true or false",
@@ -71,3 +72,9 @@ def test_every_file_is_checked_and_a_missing_one_is_named(tmp_path, capsys):
     captured = capsys.readouterr()
     assert ": ok: scenario " in captured.out
     assert "gone.yaml: no such file" in captured.err
+
+
+def test_tls_version_may_be_written_as_a_number(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("name: old\ndevices: {tls_version: 1.2}\n")
+    assert load_scenario(path).devices.tls_version == "1.2"
