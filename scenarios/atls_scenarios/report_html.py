@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ STEP_COLOURS = {
     "app_request": "#777777",
 }
 FAILED = "#CC0000"
+EXPECTED_FAILURE = "#E69F00"  # a failure the scenario expects (e.g. the first probe)
 
 
 def write_html_report(
@@ -48,7 +50,9 @@ def write_html_report(
         draw_histograms(obs.devices, picture, scenario.name)
         kind = "latency histograms of all devices"
     else:
-        draw_timeline(obs.devices, picture, scenario.name)
+        steps = scenario.expect.get("steps") or {}
+        expected = {name for name, state in steps.items() if state == "failed"}
+        draw_timeline(obs.devices, picture, scenario.name, expected)
         kind = "timeline of every device's bootstrap steps"
     page = run_dir / "report.html"
     page.write_text(render_page(scenario, engine, obs, checks, seconds, picture, kind))
@@ -69,8 +73,17 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None:
-    """One row per device, one bar per step in order; failed steps red-edged with an x."""
+def draw_timeline(
+    devices: list[dict[str, Any]],
+    path: Path,
+    title: str,
+    expected_failures: AbstractSet[str] = frozenset(),
+) -> None:
+    """One row per device, one bar per step in order; failed steps edged with an x.
+
+    Red marks a failure the scenario did not expect, orange one it did (the
+    bootstrap's first probe fails by design), so the eye goes to the surprises.
+    """
     from matplotlib.patches import Patch
 
     rows = max(len(devices), 1)
@@ -86,6 +99,7 @@ def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
             ok = step.get("ok")
             colour = STEP_COLOURS.get(name, "#999999")
             seen.add(name)
+            mark = EXPECTED_FAILURE if name in expected_failures else FAILED
             width = max(ms, 0.3)  # a skipped or instant step still shows
             ax.barh(
                 row,
@@ -93,12 +107,12 @@ def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
                 left=at,
                 height=0.6,
                 color=colour if ok is not None else "white",
-                edgecolor=FAILED if ok is False else ("#999999" if ok is None else "black"),
+                edgecolor=mark if ok is False else ("#999999" if ok is None else "black"),
                 linewidth=2.2 if ok is False else 0.6,
                 hatch="//" if ok is None else None,
             )
             if ok is False:
-                ax.plot(at + width / 2, row, marker="x", color=FAILED, markersize=11, mew=2.5)
+                ax.plot(at + width / 2, row, marker="x", color=mark, markersize=11, mew=2.5)
             at += ms
         longest = max(longest, at)
         exit_code = device.get("exit_code")
@@ -116,7 +130,10 @@ def draw_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
     ax.invert_yaxis()
     ax.set_xlim(0, max(longest, 1.0) * 1.3)
     ax.set_xlabel("milliseconds since the device started")
-    ax.set_title(f"{title}: bootstrap steps per device (x = failed, hatched = skipped)")
+    ax.set_title(
+        f"{title}: steps per device (x = failed: red unexpected, orange expected; "
+        "hatched = skipped)"
+    )
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=STEP_COLOURS[n], label=n) for n in STEP_COLOURS if n in seen]
     if handles:
