@@ -7,6 +7,8 @@ session's settings, the CLIs and the middlebox's policy files all use it).
 from __future__ import annotations
 
 import enum
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -107,6 +109,9 @@ class TLSConfig:
     max_version: TLSVersion = TLSVersion.TLS1_3
     tls13_ciphersuites: str | None = None
     tls12_cipher_list: str | None = None
+    # Where to append the session secrets, SSLKEYLOGFILE format (a path, or a
+    # callable taking one line): lets a researcher decrypt captured ATLS records.
+    keylog: str | os.PathLike[str] | Callable[[bytes], None] | None = None
 
     def __post_init__(self) -> None:
         for version in (self.min_version, self.max_version):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Literal
 
@@ -136,9 +137,8 @@ class TLSContext:
             for anchor in anchors:
                 store.add_cert(crypto.X509.from_cryptography(anchor))
             if config.role is Role.SERVER:
-                ctx.set_client_ca_list(
-                    [crypto.X509.from_cryptography(a).get_subject() for a in anchors]
-                )
+                for anchor in anchors:  # cryptography certificates: X509Name is deprecated
+                    ctx.add_client_ca(anchor)
         if config.role is Role.CLIENT:
             mode = SSL.VERIFY_PEER if config.verify_peer else SSL.VERIFY_NONE
         elif config.require_client_certificate:
@@ -147,7 +147,39 @@ class TLSContext:
             mode = SSL.VERIFY_NONE
         ctx.set_verify(mode, _verify_callback)
         ctx.set_info_callback(_info_callback)
+        if config.keylog is not None:
+            write = config.keylog if callable(config.keylog) else open_keylog(config.keylog)
+            assert write is not None
+            ctx.set_keylog_callback(lambda _conn, line: write(line))
         return ctx
+
+
+def open_keylog(path: str | os.PathLike[str] | None) -> Callable[[bytes], None] | None:
+    """An appender for an SSLKEYLOGFILE, created 0600 (it holds secrets).
+
+    Tried once here so an unwritable path fails at configuration, not inside a
+    handshake; each line is one ``O_APPEND`` write, so several processes (a
+    fleet of devices, the service) can share one file.
+    """
+    if path is None:
+        return None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except OSError as exc:
+        raise ValueError(f"cannot write the key log {os.fspath(path)}: {exc.strerror}") from None
+
+    def write(line: bytes) -> None:
+        try:
+            fd = os.open(path, flags, 0o600)
+            try:
+                os.write(fd, line + b"\n")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # a callback must never raise into the handshake
+
+    return write
 
 
 # X509_V_ERR_* codes worth a precise message (OpenSSL's x509_vfy.h).

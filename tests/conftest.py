@@ -1,8 +1,10 @@
-"""Shared fixtures: a test PKI and TLS configurations built from it."""
+"""Shared fixtures (a test PKI and TLS configurations built from it) and the skip summary."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +53,16 @@ def client_config(pki: PKIDirectory, version: TLSVersion | None = None, **kw: ob
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """End with why tests were skipped, grouped: a skip should say what would run it."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("why tests were skipped")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count} skipped: {reason}")

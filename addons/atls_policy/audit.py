@@ -65,6 +65,11 @@ class ATLSAudit:
     def response(self, flow: http.HTTPFlow) -> None:
         self._account(flow, "response")
 
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A flow that died in a hook (a client that gave up during a delay) is still audited."""
+        self._account(flow, "request")
+        self._account(flow, "response")
+
     @command.command("atls.metrics")
     def metrics(self) -> str:
         """ATLS counters as JSON: per rule and decision, per variant and direction."""

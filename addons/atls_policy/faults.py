@@ -52,6 +52,8 @@ class ATLSFaults:
         history = self._history(meta["session"])[direction]
         decision = Decision.from_dict(meta[direction]["decision"])
         if decision.action is Action.FAULT and decision.fault is not None:
+            if decision.fault.type == "delay":  # noted first: the client may give up meanwhile
+                meta[direction]["fault"] = f"delayed {decision.fault.seconds:g}s"
             note = await self._fault(flow, message, decision.fault, decision.fault_use, history)
             note = note.replace("{direction}", direction)
             meta[direction]["fault"] = note

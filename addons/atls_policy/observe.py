@@ -14,6 +14,7 @@ read here too. Nothing here ever raises on hostile input: problems end up in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -227,7 +228,11 @@ def _certificates(body: bytes, notes: list[str]) -> list[str]:
         length = int.from_bytes(body[at : at + 3])
         der = body[at + 3 : at + 3 + length]
         try:
-            subjects.append(x509.load_der_x509_certificate(der).subject.rfc4514_string())
+            # A malformed certificate is the sender's problem: a note, not a proxy warning.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                subjects.append(x509.load_der_x509_certificate(der).subject.rfc4514_string())
+            notes.extend(f"certificate: {w.message}" for w in caught)
         except Exception as exc:  # noqa: BLE001 - a corrupt DER raised KeyError once (fuzzing)
             notes.append(f"certificate does not parse: {type(exc).__name__}: {exc}")
         at += 3 + length

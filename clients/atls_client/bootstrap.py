@@ -30,7 +30,7 @@ from atls.cacerts import BundleError, decode_cacerts, vouched_anchors
 from atls.http_binding import Mode, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError
 from atls.pki import Identity, device_serial
-from atls.session import ATLSError, Role, TLSConfig
+from atls.session import ATLSError, Role, TLSConfig, TLSVersion
 from atls.voucher import VoucherError, verify_voucher
 
 from .client import ATLSClient, CarrierError, CarrierSettings
@@ -80,6 +80,9 @@ class BootstrapConfig:
     app_path: str = "/api/hello"
     # Anchors the device ships with for *network* TLS; default: the vendor anchor.
     factory_anchors_pem: bytes | None = None
+    # SSLKEYLOGFILE writer for the ATLS sessions (atls.session.open_keylog).
+    keylog: Callable[[bytes], None] | None = None
+    tls_version: TLSVersion | None = None  # offer only this version (an old device)
 
 
 @dataclass
@@ -262,6 +265,9 @@ class Bootstrap:
             identity=self.config.identity,
             trust_anchors=self.config.vendor_anchor_pem,
             server_name=self.config.server_name,
+            keylog=self.config.keylog,
+            min_version=self.config.tls_version or TLSVersion.TLS1_2,
+            max_version=self.config.tls_version or TLSVersion.TLS1_3,
         )
         carrier = CarrierSettings(
             proxy=self.config.proxy, network_tls_verify=False, timeout=self.config.timeout

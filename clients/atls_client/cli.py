@@ -19,7 +19,7 @@ from atls.http_binding import Mode, Problem, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError, InnerRequest, InnerResponse
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIDirectory, PKIError
-from atls.session import ATLSError, Role, TLSConfig, TLSVersion
+from atls.session import ATLSError, Role, TLSConfig, TLSVersion, open_keylog
 
 from .client import ATLSClient, CarrierError, CarrierSettings
 
@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-version", choices=["1.2", "1.3"], help="pin the ATLS TLS version")
     p.add_argument("--exporter-label", default=DEFAULT_EXPORTER_LABEL)
     p.add_argument("--exporter-context", choices=["absent", "empty"], default="absent")
+    p.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append the ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600) "
+        "to decrypt captured ATLS records",
+    )
     carrier = p.add_argument_group("carrier (the network connection that carries ATLS)")
     carrier.add_argument("--proxy", help="HTTP forward proxy URL, e.g. http://127.0.0.1:8080")
     carrier.add_argument(
@@ -106,6 +113,7 @@ def _config(args: argparse.Namespace) -> TLSConfig:
         server_name=args.server_name,
         min_version=version or TLSVersion.TLS1_2,
         max_version=version or TLSVersion.TLS1_3,
+        keylog=open_keylog(args.keylog),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from atls.http_binding import Mode, Variant
 from atls.pki import PKIDirectory, PKIError
+from atls.session import TLSVersion, open_keylog
 
 from .bootstrap import EXIT_CODES, EXIT_USAGE, Bootstrap, BootstrapConfig
 from .truststore import TrustStore, TrustStoreError
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--draft00", action="store_true", help="use draft-00's /atls form")
     b.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPORT.value)
     b.add_argument(
+        "--tls-version",
+        choices=["1.2", "1.3"],
+        help="offer only this ATLS TLS version (default: 1.3 and 1.2)",
+    )
+    b.add_argument(
         "--retries",
         type=int,
         default=2,
@@ -50,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--backoff", type=float, default=0.25, help="first retry delay, seconds")
     b.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
+    b.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append the ATLS sessions' secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
+    )
     b.add_argument("--report", type=Path, help="also write the JSON report to this file")
     b.add_argument("--report-dir", type=Path, help="write the JSON report to DIR/<serial>.json")
     b.add_argument("--json", action="store_true", help="print the JSON report, not progress")
@@ -114,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             retries=max(0, args.retries),
             backoff=max(0.0, args.backoff),
             timeout=args.timeout,
+            keylog=open_keylog(args.keylog),
+            tls_version=TLSVersion.parse(args.tls_version) if args.tls_version else None,
         )
         bootstrap = Bootstrap(config, None if args.json else (lambda line: print(line, flush=True)))
     except (PKIError, OSError, ValueError) as exc:

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--tag", default="atls-testbed:latest")
 
+    scenario = sub.add_parser("scenario", help="author scenario files")
+    scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
+    check = scenario_sub.add_parser(
+        "check", help="validate scenario files; errors name the place and the problem"
+    )
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
     policy = sub.add_parser("scenario-policy", help="print a scenario's middlebox policy (YAML)")
     policy.add_argument("scenario")
     dev_args = sub.add_parser("scenario-device-args", help="print a scenario's atls-device options")
@@ -149,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
             build_image(offline=args.offline, base=args.base, tag=args.tag)
             return 0
+        if args.command == "scenario":
+            return _check_scenarios(args.files)
         if args.command == "scenario-policy":
             from .scenario import find_scenario
 
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
             devices = find_scenario(args.scenario).devices
             extra = " --draft00" if devices.variant == "draft-00" else ""
+            if devices.tls_version:
+                extra += f" --tls-version {devices.tls_version}"
             print(
                 f"--mode {devices.mode} --retries {devices.retries} --backoff 0.1 "
                 f"--timeout {devices.timeout:g}{extra}"
@@ -187,6 +198,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atls-testbed: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _check_scenarios(files: list[Path]) -> int:
+    """Load each file as ``run`` would; 0 if all are valid, 2 otherwise."""
+    from atls_policy.policy import parse_policy
+
+    from .scenario import load_scenario
+
+    bad = 0
+    for path in files:
+        try:
+            if not path.is_file():
+                raise ScenarioError(f"{path}: no such file")
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"atls-testbed: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        policy = parse_policy(scenario.policy_text, str(path))
+        print(
+            f"{path}: ok: scenario {scenario.name}, {scenario.devices.count} device(s), "
+            f"policy with {len(policy.rules)} rule(s) (default {policy.default.action.value}), "
+            f"{len(scenario.expect)} expectation(s), faults: {', '.join(scenario.faults) or '-'}"
+        )
+    return 2 if bad else 0
 
 
 def _operator(args: argparse.Namespace) -> int:

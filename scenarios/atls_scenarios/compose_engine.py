@@ -5,6 +5,9 @@ brings the topology up and down; the Docker SDK watches the device containers,
 reads their exit codes and logs, and runs the operator's ``events`` query
 inside the service container (its networks are internal: the host cannot
 reach it). Observations and expectations are the local engine's.
+
+Runs coexist: each has its own project (``-p``), Docker picks its networks'
+subnets, and cleanup (``down -v``) touches only that project.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from .scenario import Scenario
 
 MIDDLEBOX_MODES = ("explicit", "transparent")
 _LABEL = "com.docker.compose.project"
+_SERVICE_LABEL = "com.docker.compose.service"
+BUILD_HINT = "./testbed images build --offline"
 
 
 class EngineUnavailable(RuntimeError):
@@ -39,7 +44,31 @@ def compose_cli() -> list[str]:
             return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    raise EngineUnavailable("no compose CLI: install the docker compose plugin or docker-compose")
+    raise EngineUnavailable(
+        "no compose CLI: install the docker compose plugin or docker-compose "
+        "(apt-get install docker-compose)"
+    )
+
+
+def default_image() -> str:
+    """The image to run: ``$ATLS_IMAGE`` (as the compose file reads it), else the default tag."""
+    return os.environ.get("ATLS_IMAGE") or DEFAULT_TAG
+
+
+def image_missing_message(image: str) -> str:
+    """What to type when the image is absent (the command, not a module path)."""
+    tag = "" if image == DEFAULT_TAG else f" --tag {image}"
+    return (
+        f"image {image} not found: build it with './testbed images build{tag}' "
+        f"(no registry here: '{BUILD_HINT}{tag}')"
+    )
+
+
+def require_image(client: Any, image: str) -> None:
+    try:
+        client.images.get(image)
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
+        raise EngineUnavailable(image_missing_message(image)) from None
 
 
 def docker_client() -> Any:
@@ -54,7 +83,8 @@ def docker_client() -> Any:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - the SDK raises many kinds for "no engine"
         raise EngineUnavailable(
-            f"no Docker engine reachable ({type(exc).__name__}: {exc}); start dockerd"
+            f"no Docker engine reachable ({type(exc).__name__}: {exc}); start it "
+            "(e.g. 'dockerd &' as root, or 'systemctl start docker')"
         ) from None
     return client
 
@@ -82,7 +112,7 @@ class ComposeEngine:
         run_dir: Path,
         say: Callable[[str], None] = print,
         middlebox_mode: str = "explicit",
-        image: str = DEFAULT_TAG,
+        image: str | None = None,
     ) -> None:
         if middlebox_mode not in MIDDLEBOX_MODES:
             raise ValueError(f"middlebox mode is one of {MIDDLEBOX_MODES}")
@@ -90,19 +120,13 @@ class ComposeEngine:
         self.run_dir = run_dir.resolve()
         self.say = say
         self.middlebox_mode = middlebox_mode
-        self.image = image
+        self.image = image or default_image()
 
     def run(self) -> Observations:
         sc = self.scenario
         client = docker_client()
         cli = compose_cli()
-        try:
-            client.images.get(self.image)
-        except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound and friends
-            raise EngineUnavailable(
-                f"image {self.image} not found: build it with "
-                "'atls-testbed images build' (or --offline)"
-            ) from None
+        require_image(client, self.image)
         files = compose_files(sc, self.middlebox_mode)
         project = f"atls{sc.name.replace('-', '')}{secrets.token_hex(3)}"
         base = [*cli, "-p", project] + [a for f in files for a in ("-f", str(f))]
@@ -113,32 +137,34 @@ class ComposeEngine:
             "ATLS_DEVICES": str(sc.devices.count),
             "ATLS_REPORTS": str(self.run_dir),
             "ATLS_IMAGE": self.image,
+            "ATLS_DEVICE_LINGER": "0",  # devices exit: their exit codes are watched here
             "COMPOSE_HTTP_TIMEOUT": "300",
         }
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self._remove_stale(client)
         obs = Observations()
         self.say(
             f"[compose] project {project}: {' + '.join(f.name for f in files)} "
-            f"({self.middlebox_mode} middlebox, {cli[0]}{' ' + cli[1] if len(cli) > 1 else ''})"
+            f"({self.middlebox_mode} middlebox, image {self.image}, {' '.join(cli)})"
         )
         try:
             if sc.faults:  # everything but the devices first, then the faults
-                self._compose(
-                    base + ["up", "-d", "--scale", "device=0"], env, "up-infra", timeout=600
+                self._up(
+                    client, project, base + ["up", "-d", "--scale", "device=0"], env, "up-infra"
                 )
                 for fault in sc.faults:
                     self._apply_fault(client, project, fault)
-            self._compose(
+            self._up(
+                client,
+                project,
                 base + ["up", "-d", "--no-recreate", "--scale", f"device={sc.devices.count}"],
                 env,
                 "up",
-                timeout=600,
             )
             exits = self._wait_devices(client, project)
             obs.devices = self._device_reports(exits)
             obs.events, obs.health = self._events(client, project)
         finally:
+            self._save_containers(client, project)
             self._save_logs(client, project)
             self._compose(
                 base + ["down", "-v", "--remove-orphans", "--timeout", "5"],
@@ -270,13 +296,89 @@ class ComposeEngine:
                 continue
             (self.run_dir / "logs" / f"{container.name}.log").write_text(text)
 
-    def _remove_stale(self, client: Any) -> None:
-        """Networks left by an interrupted run would overlap this run's fixed subnets."""
-        for network in client.networks.list(filters={"label": _LABEL}, greedy=True):
-            project = network.attrs.get("Labels", {}).get(_LABEL, "")
-            if project.startswith("atls") and not network.attrs.get("Containers"):
+    def _up(
+        self, client: Any, project: str, argv: list[str], env: dict[str, str], what: str
+    ) -> None:
+        """``compose up -d``, saying what the stack is waiting on while it starts."""
+        log_path = self.run_dir / "logs" / f"compose-{what}.log"
+        started = time.monotonic()
+        last = ""
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=repo_root()
+            )
+            while True:
                 try:
-                    network.remove()
-                    self.say(f"[compose] removed stale network {network.name}")
-                except Exception:  # noqa: BLE001 - in use by a live run: leave it
-                    pass
+                    code: int | None = proc.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    code = None
+                state = stack_state(
+                    client.api.containers(all=True, filters={"label": [f"{_LABEL}={project}"]})
+                )
+                if state and state != last:
+                    self.say(f"[compose] {time.monotonic() - started:4.0f}s {state}")
+                    last = state
+                if code is not None:
+                    break
+                if time.monotonic() - started > 600:
+                    proc.kill()
+                    proc.wait()
+                    raise RuntimeError(f"compose {what} did not finish in 600 s ({last})")
+        if code != 0:
+            lines = log_path.read_text().strip().splitlines()
+            tail = "\n".join(lines[-15:])
+            if "non-overlapping IPv4 address pool" in tail:
+                tail += (
+                    "\nDocker has no free subnet left: networks of earlier runs may be "
+                    "left over (docker network ls; docker network prune)"
+                )
+            raise RuntimeError(f"compose {what} failed (exit {code}):\n{tail}")
+
+    def _save_containers(self, client: Any, project: str) -> None:
+        """logs/containers.json: each container's service, image and final state."""
+        rows = [
+            {
+                "name": c["Names"][0].lstrip("/"),
+                "service": c["Labels"].get(_SERVICE_LABEL, ""),
+                "image": c["Image"],
+                "state": c["State"],
+                "status": c["Status"],
+            }
+            for c in client.api.containers(all=True, filters={"label": [f"{_LABEL}={project}"]})
+        ]
+        path = self.run_dir / "logs" / "containers.json"
+        path.write_text(json.dumps(sorted(rows, key=lambda r: r["name"]), indent=2))
+
+
+def _health(status: str) -> str:
+    """A container's readiness from the Docker API's status text ("Up 3 seconds (healthy)")."""
+    for word in ("health: starting", "unhealthy", "healthy"):
+        if f"({word})" in status:
+            return word.replace("health: ", "")
+    return ""
+
+
+def stack_state(containers: list[dict[str, Any]]) -> str:
+    """One line: which services are ready, which the stack is still waiting on."""
+    by_service: dict[str, list[str]] = {}
+    for c in containers:
+        service = c.get("Labels", {}).get(_SERVICE_LABEL, "?")
+        health = _health(c.get("Status", ""))
+        state = c.get("State", "")
+        if state == "running" and health:
+            state = health
+        by_service.setdefault(service, []).append(state)
+    ready, waiting = [], []
+    for service, states in sorted(by_service.items()):
+        label = service if len(states) == 1 else f"{service} x{len(states)}"
+        if all(st in ("healthy", "running", "exited") for st in states):
+            ready.append(label)
+        else:
+            pending = sorted({st for st in states if st not in ("healthy", "running", "exited")})
+            waiting.append(f"{label} ({', '.join(pending)})")
+    parts = []
+    if waiting:
+        parts.append("waiting on " + ", ".join(waiting))
+    if ready:
+        parts.append("ready: " + ", ".join(ready))
+    return "; ".join(parts)

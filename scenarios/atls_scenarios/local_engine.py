@@ -156,6 +156,8 @@ class LocalEngine:
                 argv += ["--proxy", proxy]
             if sc.devices.variant == "draft-00":
                 argv.append("--draft00")
+            if sc.devices.tls_version:
+                argv += ["--tls-version", sc.devices.tls_version]
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=DEVICE_TIMEOUT)
             except subprocess.TimeoutExpired:

@@ -10,6 +10,7 @@ from pathlib import Path
 from .expect import Check, check
 from .local_engine import LocalEngine, Observations
 from .report import summary_table, write_reports
+from .report_html import write_html_report
 from .scenario import Scenario
 
 ENGINES = ("local", "compose")
@@ -22,6 +23,7 @@ class RunResult:
     observations: Observations
     report_json: Path
     junit_xml: Path
+    report_html: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,9 +64,10 @@ def run_scenario(
     else:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     checks = check(scenario, observations)
-    json_path, junit_path = write_reports(
-        run_dir, scenario, engine, observations, checks, time.monotonic() - started
-    )
+    seconds = time.monotonic() - started
+    json_path, junit_path = write_reports(run_dir, scenario, engine, observations, checks, seconds)
+    html_path = write_html_report(run_dir, scenario, engine, observations, checks, seconds)
     say(summary_table(scenario, checks))
     say(f"[runner] report {json_path}, JUnit {junit_path}")
-    return RunResult(scenario, checks, observations, json_path, junit_path)
+    say(f"[runner] open {html_path} (checks, middlebox decisions, timeline picture)")
+    return RunResult(scenario, checks, observations, json_path, junit_path, html_path)

@@ -33,7 +33,8 @@ from typing import Any
 
 import yaml
 
-from atls_policy.policy import PolicyError, parse_policy
+from atls_client.bootstrap import STEPS
+from atls_policy.policy import VARIANTS, PolicyError, parse_policy
 
 STEP_STATES = ("ok", "failed", "skipped")
 # Applied after the operator step, before any device starts (both engines).
@@ -61,6 +62,7 @@ class Devices:
     retries: int = 2
     parallel: int = 8
     timeout: float = 10.0
+    tls_version: str | None = None  # "1.2" or "1.3": offer only that; default both
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,68 @@ def _section(where: str, raw: Any, allowed: set[str]) -> dict[str, Any]:
     return raw
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_devices(source: str, devices: Devices) -> None:
+    """Types the YAML could get wrong (``retries: two``), named by place."""
+    if not _whole(devices.retries) or devices.retries < 0:
+        raise ScenarioError(f"{source}: devices.retries must be a whole number >= 0")
+    if not _whole(devices.parallel) or devices.parallel < 1:
+        raise ScenarioError(f"{source}: devices.parallel must be a positive whole number")
+    if devices.tls_version not in (None, "1.2", "1.3"):
+        raise ScenarioError(f"{source}: devices.tls_version is 1.2 or 1.3")
+    timeout = devices.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ScenarioError(f"{source}: devices.timeout must be a number of seconds > 0")
+
+
+# What the expectations can name (see expect.py); checked so a typo fails at load.
+AUDIT_DECISIONS = ("allow", "block", "fault")
+AUDIT_VARIANTS = VARIANTS  # the audit lines use the policy's names
+
+
+def _check_expect(source: str, expect: dict[str, Any]) -> None:
+    where = f"{source}: expect"
+    if "exit_code" in expect and not _whole(expect["exit_code"]):
+        raise ScenarioError(f"{where}.exit_code must be a whole number (an atls-device exit code)")
+    for key in ("installed", "service_healthy"):
+        if key in expect and not isinstance(expect[key], bool):
+            raise ScenarioError(f"{where}.{key} must be true or false")
+    attempts = expect.get("handshake_attempts", 0)
+    if not _whole(attempts) or attempts < 0:
+        raise ScenarioError(f"{where}.handshake_attempts must be a whole number >= 0")
+    if "error_contains" in expect and not isinstance(expect["error_contains"], str):
+        raise ScenarioError(f"{where}.error_contains must be text")
+    steps = _section(f"{where}.steps", expect.get("steps"), set(STEPS))
+    for step, state in steps.items():
+        if state not in STEP_STATES:
+            raise ScenarioError(f"{where}.steps.{step} is one of {', '.join(STEP_STATES)}")
+    audit = _section(
+        f"{where}.audit", expect.get("audit"), {"min_flights", "decisions", "variants"}
+    )
+    if "min_flights" in audit and (not _whole(audit["min_flights"]) or audit["min_flights"] < 0):
+        raise ScenarioError(f"{where}.audit.min_flights must be a whole number >= 0")
+    for key, allowed in (("decisions", AUDIT_DECISIONS), ("variants", AUDIT_VARIANTS)):
+        values = audit.get(key, [])
+        if not isinstance(values, list):
+            raise ScenarioError(f"{where}.audit.{key} must be a list")
+        for i, value in enumerate(values):
+            if value not in allowed:
+                raise ScenarioError(
+                    f"{where}.audit.{key}[{i}]: {value!r} is not one of {', '.join(allowed)}"
+                )
+    events = expect.get("service_events") or {}
+    if not isinstance(events, dict):
+        raise ScenarioError(f"{where}.service_events must be a mapping of event to count")
+    for event, count in events.items():
+        if count != "devices" and (not _whole(count) or count < 0):
+            raise ScenarioError(
+                f'{where}.service_events.{event}: {count!r} is not a count or "devices"'
+            )
+
+
 def load_scenario(path: Path) -> Scenario:
     source = str(path)
     try:
@@ -135,6 +199,8 @@ def load_scenario(path: Path) -> Scenario:
         if not isinstance(value, bool):
             raise ScenarioError(f"{source}: topology.{key} must be true or false")
     dev = _section(f"{source}: devices", data.get("devices"), set(Devices.__dataclass_fields__))
+    if isinstance(dev.get("tls_version"), float):  # YAML reads 1.2 as a number
+        dev = {**dev, "tls_version": str(dev["tls_version"])}
     devices = Devices(**dev)
     if not isinstance(devices.count, int) or devices.count < 1:
         raise ScenarioError(f"{source}: devices.count must be a positive whole number")
@@ -142,6 +208,7 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{source}: devices.variant is 'current' or 'draft-00'")
     if devices.mode not in ("export", "records"):
         raise ScenarioError(f"{source}: devices.mode is 'export' or 'records'")
+    _check_devices(source, devices)
     policy_text = yaml.safe_dump(data.get("policy") or {"default": "allow"})
     try:
         parse_policy(policy_text, f"{source}: policy")
@@ -162,6 +229,7 @@ def load_scenario(path: Path) -> Scenario:
             "service_healthy",
         },
     )
+    _check_expect(source, expect)
     for step, state in (expect.get("steps") or {}).items():
         if state not in STEP_STATES:
             raise ScenarioError(f"{source}: expect.steps.{step} is one of {STEP_STATES}")

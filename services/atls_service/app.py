@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ class ServiceSettings:
     voucher_signer: Identity | None = None
     operator_token: str | None = None
     voucher_lifetime: datetime.timedelta = datetime.timedelta(minutes=10)
+    keylog: Callable[[bytes], None] | None = None  # SSLKEYLOGFILE writer (open_keylog)
 
     @classmethod
     def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
@@ -66,6 +67,7 @@ class ServiceSettings:
             require_client_certificate=self.require_client_certificate,
             min_version=self.min_version,
             max_version=self.max_version,
+            keylog=self.keylog,
         )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIError, init_pki
-from atls.session import TLSVersion
+from atls.session import TLSVersion, open_keylog
 from atls.store import SessionLimits
 
 from .app import ServiceSettings, create_app
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds a voucher stays valid (default 600)",
     )
+    p.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append every ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             max_version=TLSVersion.parse(args.tls_max),
             operator_token=operator_token(args.operator_token_file or args.pki / "operator-token"),
             voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
+            keylog=open_keylog(args.keylog),
         )
         settings.tls_config()  # refuse bad TLS settings here, with exit 2
     except (PKIError, ValueError, OSError) as exc:

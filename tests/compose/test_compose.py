@@ -7,13 +7,24 @@ Build the image first: ./testbed images build --offline (or without --offline).
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from atls_scenarios.compose_engine import EngineUnavailable, compose_cli, docker_client
-from atls_scenarios.images import DEFAULT_TAG
-from atls_scenarios.runner import run_scenario
+from atls_scenarios.compose_engine import (
+    EngineUnavailable,
+    compose_cli,
+    default_image,
+    docker_client,
+    image_missing_message,
+)
+from atls_scenarios.images import repo_root
+from atls_scenarios.runner import RunResult, run_scenario
 from atls_scenarios.scenario import find_scenario
 
 pytestmark = pytest.mark.compose
@@ -25,31 +36,44 @@ def docker_ready() -> None:
     try:
         client = docker_client()
         compose_cli()
-        client.images.get(DEFAULT_TAG)
     except EngineUnavailable as exc:
         if REQUIRED:
             pytest.fail(f"Docker is required here (ATLS_REQUIRE_DOCKER=1): {exc}")
         pytest.skip(f"Docker not available: {exc}")
-    except Exception as exc:  # noqa: BLE001 - docker.errors.ImageNotFound
-        message = f"image {DEFAULT_TAG} missing ({type(exc).__name__}); run ./testbed images build"
+    try:
+        client.images.get(default_image())
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+        message = image_missing_message(default_image())
         if REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
 
 
+def _project(result: RunResult) -> str:
+    note = next(n for n in result.observations.notes if n.startswith("compose project "))
+    return note.split()[2].rstrip(",")
+
+
+def _leftovers(project: str) -> list[str]:
+    """Containers, networks and volumes of a compose project still present."""
+    client = docker_client()
+    label = {"label": f"com.docker.compose.project={project}"}
+    return (
+        [c.name for c in client.containers.list(all=True, filters=label)]
+        + [n.name for n in client.networks.list(filters=label)]
+        + [v.name for v in client.volumes.list(filters=label)]
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "mode"),
     [
-        ("bootstrap", "explicit"),
-        ("atls-blocked", "explicit"),
         ("bootstrap", "transparent"),
         ("tamper", "explicit"),
         ("middlebox-restart", "explicit"),
         ("middlebox-unreachable", "explicit"),
     ],
     ids=[
-        "bootstrap",
-        "atls-blocked",
         "bootstrap-transparent",
         "tamper",
         "middlebox-restart",
@@ -84,3 +108,101 @@ def test_custom_scenario_file_runs_under_compose(docker_ready, tmp_path):
         load_scenario(custom), tmp_path / "reports", "compose", say=lambda _: None
     )
     assert result.ok, [c for c in result.checks if not c.ok]
+
+
+def test_two_runs_at_once_both_pass_with_atls_image(docker_ready, tmp_path, monkeypatch):
+    """Two runs at the same time (bootstrap and atls-blocked), each on its own
+    project and networks, each removing only its own; both use $ATLS_IMAGE."""
+    client = docker_client()
+    alias = f"atls-testbed:compose-test-{os.getpid()}"
+    client.images.get(default_image()).tag(alias)
+    monkeypatch.setenv("ATLS_IMAGE", alias)
+    results: dict[str, RunResult] = {}
+    errors: list[BaseException] = []
+    lines: dict[str, list[str]] = {"bootstrap": [], "atls-blocked": []}
+
+    def run(name: str) -> None:
+        try:
+            results[name] = run_scenario(
+                find_scenario(name), tmp_path / name, "compose", say=lines[name].append
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised below with the output
+            errors.append(exc)
+
+    started = time.monotonic()
+    try:
+        threads = [threading.Thread(target=run, args=(n,)) for n in lines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        client.images.remove(alias, noprune=True)
+    elapsed = time.monotonic() - started
+    output = "\n".join(f"{n}: {line}" for n, ls in lines.items() for line in ls[-30:])
+    assert not errors, f"{errors}\n{output}"
+    for name, result in results.items():
+        assert result.ok, f"{name}: {[c for c in result.checks if not c.ok]}\n{output}"
+        containers = json.loads(
+            result.report_json.parent.joinpath("logs", "containers.json").read_text()
+        )
+        assert {c["image"] for c in containers} == {alias}, containers
+        assert not _leftovers(_project(result)), _project(result)
+    assert len({_project(r) for r in results.values()}) == 2
+    progress = [line for line in lines["bootstrap"] if "waiting on" in line or "ready:" in line]
+    assert progress, lines["bootstrap"]
+    print(f"two concurrent compose runs: {elapsed:.1f}s")
+
+
+def test_missing_image_names_the_build_command(docker_ready, tmp_path, monkeypatch, capsys):
+    from atls_scenarios.cli import main
+
+    monkeypatch.setenv("ATLS_IMAGE", "atls-testbed:no-such-tag")
+    with pytest.raises(EngineUnavailable, match=r"\./testbed images build"):
+        run_scenario(find_scenario("bootstrap"), tmp_path, "compose", say=lambda _: None)
+    code = main(["run", "bootstrap", "--engine", "compose", "--report-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "atls-testbed:no-such-tag not found" in err
+    assert "./testbed images build --tag atls-testbed:no-such-tag" in err
+
+
+def test_plain_compose_up_with_scale_reports_every_device(docker_ready, tmp_path):
+    """The README's plain path: `up --exit-code-from collector --scale device=3`
+    waits for all three devices (not the first to exit) and reports each."""
+    project = f"atlsplain{os.getpid()}"
+    base = [*compose_cli(), "-f", "compose/docker-compose.yml", "-p", project]
+    env = {**os.environ, "ATLS_DEVICES": "3", "ATLS_REPORTS": str(tmp_path)}
+    started = time.monotonic()
+    try:
+        up = subprocess.run(
+            [*base, "up", "--exit-code-from", "collector", "--scale", "device=3"],
+            cwd=repo_root(),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        subprocess.run(
+            [*base, "down", "-v", "--timeout", "5"],
+            cwd=repo_root(),
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+    elapsed = time.monotonic() - started
+    output = up.stdout + up.stderr
+    assert up.returncode == 0, output[-3000:]
+    assert "collector: 3 device result(s), 3 exited 0" in output, output[-3000:]
+    for serial in ("device-0001", "device-0002", "device-0003"):
+        assert f"{serial}  bootstrapped" in output
+    reports = sorted(p.name for p in Path(tmp_path, "devices").glob("*.json"))
+    assert reports == ["device-0001.json", "device-0002.json", "device-0003.json"]
+    assert all(
+        json.loads(Path(tmp_path, "devices", r).read_text())["result"] == "bootstrapped"
+        for r in reports
+    )
+    assert Path(tmp_path, "audit.jsonl").exists()
+    assert not _leftovers(project)
+    print(f"plain compose up, 3 devices: {elapsed:.1f}s")

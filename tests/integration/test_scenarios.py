@@ -43,6 +43,14 @@ def test_scenario_expectations_hold(name, tmp_path):
     assert suite.get("failures") == "0"
     assert len(suite.findall("testcase")) == len(result.checks) > 0
     assert any("[runner] devices" in line for line in lines), "progress is shown"
+    assert result.report_html and result.report_html.name == "report.html"
+    page = result.report_html.read_text()
+    assert "PASSED" in page and "Middlebox decisions" in page
+    assert 'src="data:image/png;base64,' in page
+    many = result.scenario.devices.count > 12
+    assert ("latency histograms" if many else "timeline of every device") in page
+    assert (result.report_html.parent / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(str(result.report_html) in line for line in lines), "the runner prints the path"
 
 
 def test_a_failed_expectation_fails_the_run(tmp_path):
@@ -68,6 +76,9 @@ def test_a_failed_expectation_fails_the_run(tmp_path):
     assert "FAIL  3 on all 1 devices" in done.stdout
     junit = next((tmp_path / "reports").glob("*/junit.xml"))
     assert ET.parse(junit).getroot().get("failures") == "1"
+    page = (junit.parent / "report.html").read_text()
+    assert "FAILED" in page and '<tr class="fail"><td>device exit code</td>' in page
+    assert "report.html" in done.stdout
 
 
 def test_invalid_scenario_files_are_refused_clearly(tmp_path):

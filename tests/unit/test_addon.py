@@ -67,7 +67,7 @@ class Chain:
 
     def __init__(self, tctx: taddons.context, addons: list) -> None:
         self.tctx = tctx
-        self.tracker, self.enforcer, self.faults, self.audit = addons
+        self.tracker, self.enforcer, self.faults, self.audit, self.view = addons
 
     async def request(self, flow: http.HTTPFlow) -> None:
         await self.tctx.master.addons.handle_lifecycle(HttpRequestHook(flow))
@@ -527,3 +527,23 @@ async def test_metrics_file(tmp_path, flights):
     data = json.loads(metrics.read_text())
     assert data["rules"]["default"]["allow"] == 1
     assert data["totals"]["variant:current"] == 1
+
+
+async def test_a_flight_whose_client_gave_up_during_a_delay_is_audited(tmp_path, flights):
+    import asyncio
+
+    from mitmproxy.flow import Error as FlowError
+    from mitmproxy.proxy.layers.http import HttpErrorHook
+
+    policy = write_policy(
+        tmp_path, "rules:\n  - {id: slow, action: fault, fault: {type: delay, seconds: 30}}\n"
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        flow = atls_flow(flights["TLS1_3"][0])
+        with pytest.raises(TimeoutError):  # the client gave up: mitmproxy cancels the hook
+            await asyncio.wait_for(a.request(flow), 0.05)
+        flow.error = FlowError("client disconnected")
+        await tctx.master.addons.handle_lifecycle(HttpErrorHook(flow))
+        assert a.audit.counters["rule:slow:fault"] == 1
+        assert "delayed 30s" in flow.comment
