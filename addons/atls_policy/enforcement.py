@@ -29,6 +29,7 @@ def flight_context(flow: http.HTTPFlow, meta: dict[str, Any], direction: str) ->
     peer = flow.client_conn.peername
     message = flow.request if direction == "request" else flow.response
     assert message is not None
+    hello, cert = meta.get("hello") or {}, meta.get("client_cert") or {}
     return FlightContext(
         client=peer[0] if peer else "",
         host=flow.request.pretty_host,
@@ -37,8 +38,15 @@ def flight_context(flow: http.HTTPFlow, meta: dict[str, Any], direction: str) ->
         variant=meta["variant"],
         direction=direction,
         flight=meta["flight"],
-        offered_versions=frozenset(meta.get("offered_versions") or ()),
-        sni=meta.get("sni"),
+        offered_versions=frozenset(hello.get("versions") or ()),
+        sni=hello.get("sni"),
+        cipher_suites=tuple(hello.get("cipher_suites") or ()),
+        groups=tuple(hello.get("groups") or ()),
+        key_shares=tuple(hello.get("key_shares") or ()),
+        alpn=tuple(hello.get("alpn") or ()),
+        extensions=tuple(hello.get("extensions") or ()),
+        client_cert_subjects=tuple(cert.get("subjects") or ()),
+        client_cert_serials=tuple(cert.get("serials") or ()),
         body_bytes=len(message.raw_content or b""),
         session_bytes=meta.get(direction, {}).get("session_bytes", 0),
     )

@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from atls.config import TLSVersion
+from atls.identity import device_serial
 from atls.records import ContentType, HandshakeType, RecordError, content_type_name, iter_records
 
 # IANA TLS cipher suite names for the suites a modern stack offers.
@@ -74,8 +76,44 @@ _GROUPS = {
     0x11EC: "X25519MLKEM768",
     0x11ED: "SecP384r1MLKEM1024",
 }
+_EXT_SUPPORTED_GROUPS = 10
 _EXT_SUPPORTED_VERSIONS = 43
 _EXT_KEY_SHARE = 51
+# IANA TLS ExtensionType names (RFC 8446 section 4.2 and the registry).
+EXTENSIONS = {
+    0: "server_name",
+    1: "max_fragment_length",
+    5: "status_request",
+    10: "supported_groups",
+    11: "ec_point_formats",
+    13: "signature_algorithms",
+    14: "use_srtp",
+    15: "heartbeat",
+    16: "application_layer_protocol_negotiation",
+    18: "signed_certificate_timestamp",
+    21: "padding",
+    22: "encrypt_then_mac",
+    23: "extended_master_secret",
+    27: "compress_certificate",
+    28: "record_size_limit",
+    35: "session_ticket",
+    41: "pre_shared_key",
+    42: "early_data",
+    43: "supported_versions",
+    44: "cookie",
+    45: "psk_key_exchange_modes",
+    47: "certificate_authorities",
+    48: "oid_filters",
+    49: "post_handshake_auth",
+    50: "signature_algorithms_cert",
+    51: "key_share",
+    54: "connection_id",
+    57: "quic_transport_parameters",
+    0xFE0D: "encrypted_client_hello",
+    0xFF01: "renegotiation_info",
+}
+SUITES = _SUITES
+GROUPS = _GROUPS
 # RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest.
 _HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 
@@ -96,6 +134,10 @@ def group_name(value: int) -> str:
     return _GROUPS.get(value, f"0x{value:04x}")
 
 
+def extension_name(value: int) -> str:
+    return EXTENSIONS.get(value, f"0x{value:04x}")
+
+
 @dataclass
 class ClientHelloSummary:
     versions: list[str]
@@ -103,6 +145,8 @@ class ClientHelloSummary:
     sni: str | None
     alpn: list[str]
     key_share_groups: list[str]
+    supported_groups: list[str] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +164,7 @@ class FlightSummary:
     client_hello: ClientHelloSummary | None = None
     server_hello: ServerHelloSummary | None = None
     certificates: list[str] = field(default_factory=list)
+    certificate_serials: list[str] = field(default_factory=list)
     alert_records: int = 0
     protected: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -175,8 +220,12 @@ def _client_hello(body: bytes, notes: list[str]) -> ClientHelloSummary | None:
         return None
     versions = [version_name(int.from_bytes(body[:2]))]
     groups: list[str] = []
+    supported: list[str] = []
     for ext_type, ext_data in extensions:
-        if ext_type == _EXT_SUPPORTED_VERSIONS and ext_data:
+        if ext_type == _EXT_SUPPORTED_GROUPS and len(ext_data) >= 2:
+            offered = _u16_list(ext_data[2 : 2 + int.from_bytes(ext_data[:2])])
+            supported = [group_name(g) for g in offered if not _grease(g)]
+        elif ext_type == _EXT_SUPPORTED_VERSIONS and ext_data:
             offered = _u16_list(ext_data[1 : 1 + ext_data[0]])
             versions = [version_name(v) for v in offered if not _grease(v)]
         elif ext_type == _EXT_KEY_SHARE and len(ext_data) >= 2:
@@ -192,6 +241,8 @@ def _client_hello(body: bytes, notes: list[str]) -> ClientHelloSummary | None:
         sni=sni,
         alpn=alpn,
         key_share_groups=groups,
+        supported_groups=supported,
+        extensions=[extension_name(t) for t, _ in extensions if not _grease(t)],
     )
 
 
@@ -220,9 +271,13 @@ def _server_hello(body: bytes, notes: list[str]) -> ServerHelloSummary | None:
     return ServerHelloSummary(version_name(version), suite_name(suite), random == _HRR_RANDOM)
 
 
-def _certificates(body: bytes, notes: list[str]) -> list[str]:
-    """TLS 1.2 Certificate message: a 3-byte list length, then 3-byte-prefixed DER."""
-    subjects = []
+def _certificates(body: bytes, notes: list[str]) -> list[tuple[str, str | None]]:
+    """TLS 1.2 Certificate message: a 3-byte list length, then 3-byte-prefixed DER.
+
+    Each certificate as its subject and the device serial number it claims (X.520
+    serialNumber, as in an IDevID), if any.
+    """
+    subjects: list[tuple[str, str | None]] = []
     at, end = 3, 3 + int.from_bytes(body[:3])
     while at + 3 <= min(end, len(body)):
         length = int.from_bytes(body[at : at + 3])
@@ -231,7 +286,9 @@ def _certificates(body: bytes, notes: list[str]) -> list[str]:
             # A malformed certificate is the sender's problem: a note, not a proxy warning.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                subjects.append(x509.load_der_x509_certificate(der).subject.rfc4514_string())
+                cert = x509.load_der_x509_certificate(der)
+                subject = cert.subject.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"})
+                subjects.append((subject, device_serial(cert)))
             notes.extend(f"certificate: {w.message}" for w in caught)
         except Exception as exc:  # noqa: BLE001 - a corrupt DER raised KeyError once (fuzzing)
             notes.append(f"certificate does not parse: {type(exc).__name__}: {exc}")
@@ -299,5 +356,8 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
             if summary.server_hello and summary.server_hello.version == "1.3":
                 break  # everything after a TLS 1.3 ServerHello is encrypted
         elif msg_type == HandshakeType.CERTIFICATE:
-            summary.certificates += _certificates(msg, summary.notes)
+            for subject, serial in _certificates(msg, summary.notes):
+                summary.certificates.append(subject)
+                if serial is not None:
+                    summary.certificate_serials.append(serial)
         at += 4 + length

@@ -13,6 +13,12 @@ rules:
       variant: draft-00        # current | draft-00 | unlabelled (labelled, legacy: old names)
       tls_versions: ["1.2"]    # the session's ClientHello offers any of these
       sni: atls-service        # glob
+      cipher_suites: ["*CHACHA20*"]   # offered by the ClientHello (IANA names, globs)
+      groups: [secp256r1]      # supported_groups offered; key_shares: the shares sent
+      alpn: [coap]             # ALPN protocols offered
+      extensions: [early_data] # extensions present in the ClientHello (IANA names)
+      client_cert_subject: "*O=ACME*"   # TLS 1.2 only: the device certificate's subject
+      client_cert_serial: "device-00*"  # TLS 1.2 only: its serial number (X.520)
       direction: request       # request | response
       flight: 1                # the session's n-th flight (1-based)
     action: block              # allow | block | audit | limit | fault | mark
@@ -40,6 +46,8 @@ from typing import Any
 import yaml
 
 from atls.config import TLSVersion
+
+from .observe import EXTENSIONS, GROUPS, SUITES
 
 
 class PolicyError(ValueError):
@@ -76,6 +84,13 @@ class FlightContext:
     flight: int
     offered_versions: frozenset[str] = frozenset()
     sni: str | None = None
+    cipher_suites: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    key_shares: tuple[str, ...] = ()
+    alpn: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()
+    client_cert_subjects: tuple[str, ...] = ()  # seen only in TLS 1.2
+    client_cert_serials: tuple[str, ...] = ()
     body_bytes: int = 0
     session_bytes: int = 0  # the session's bytes before this flight
 
@@ -91,6 +106,25 @@ class Match:
     snis: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     flights: tuple[int, ...] = ()
+    cipher_suites: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    key_shares: tuple[str, ...] = ()
+    alpn: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()
+    client_cert_subjects: tuple[str, ...] = ()
+    client_cert_serials: tuple[str, ...] = ()
+
+    def _offered(self) -> tuple[tuple[tuple[str, ...], str], ...]:
+        """The conditions on sets the ClientHello (or a TLS 1.2 certificate) offers."""
+        return (
+            (self.cipher_suites, "cipher_suites"),
+            (self.groups, "groups"),
+            (self.key_shares, "key_shares"),
+            (self.alpn, "alpn"),
+            (self.extensions, "extensions"),
+            (self.client_cert_subjects, "client_cert_subjects"),
+            (self.client_cert_serials, "client_cert_serials"),
+        )
 
     def matches(self, ctx: FlightContext) -> bool:
         if self.clients:
@@ -114,7 +148,36 @@ class Match:
             return False
         if self.directions and ctx.direction not in self.directions:
             return False
-        return not self.flights or ctx.flight in self.flights
+        if self.flights and ctx.flight not in self.flights:
+            return False
+        for patterns, name in self._offered():
+            if patterns and not any(_glob_any(v, patterns) for v in getattr(ctx, name)):
+                return False
+        return True
+
+
+def _named(table: dict[int, str]) -> Callable[[Any], str | None]:
+    """A converter for IANA names: a known name, a code (0x1301) or a glob pattern.
+
+    Codes become the name the observer reports for them (its hex when unnamed).
+    """
+    names = {name.lower(): name for name in table.values()}
+
+    def convert(value: Any) -> str | None:
+        if isinstance(value, str) and value.lower().startswith("0x"):
+            try:
+                value = int(value, 16)
+            except ValueError:
+                return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return table.get(value, f"0x{value:04x}") if 0 <= value <= 0xFFFF else None
+        if not isinstance(value, str) or not value:
+            return None
+        if value.lower() in names:
+            return names[value.lower()]
+        return value if any(c in value for c in "*?[") else None
+
+    return convert
 
 
 def _glob_any(value: str, patterns: tuple[str, ...]) -> bool:
@@ -405,6 +468,13 @@ class _Parser:
                 "sni",
                 "direction",
                 "flight",
+                "cipher_suites",
+                "groups",
+                "key_shares",
+                "alpn",
+                "extensions",
+                "client_cert_subject",
+                "client_cert_serial",
             },
         )
 
@@ -442,6 +512,44 @@ class _Parser:
                 raw.get("flight"),
                 self._positive,
                 "is not a flight number (1, 2, ...)",
+            ),
+            cipher_suites=self._list(
+                f"{where}.cipher_suites",
+                raw.get("cipher_suites"),
+                _named(SUITES),
+                "is not a TLS cipher suite (an IANA name such as TLS_AES_128_GCM_SHA256, "
+                "0x1301, or a pattern such as '*CHACHA20*')",
+            ),
+            groups=self._list(
+                f"{where}.groups",
+                raw.get("groups"),
+                _named(GROUPS),
+                "is not a named group (secp256r1, x25519, X25519MLKEM768, 0x0017, or a pattern)",
+            ),
+            key_shares=self._list(
+                f"{where}.key_shares",
+                raw.get("key_shares"),
+                _named(GROUPS),
+                "is not a named group (secp256r1, x25519, X25519MLKEM768, 0x0017, or a pattern)",
+            ),
+            alpn=self._list(f"{where}.alpn", raw.get("alpn"), self._string, "is not a string"),
+            extensions=self._list(
+                f"{where}.extensions",
+                raw.get("extensions"),
+                _named(EXTENSIONS),
+                "is not a TLS extension (an IANA name such as key_share, 0x002b, or a pattern)",
+            ),
+            client_cert_subjects=self._list(
+                f"{where}.client_cert_subject",
+                raw.get("client_cert_subject"),
+                self._string,
+                "is not a string",
+            ),
+            client_cert_serials=self._list(
+                f"{where}.client_cert_serial",
+                raw.get("client_cert_serial"),
+                self._string,
+                "is not a string",
             ),
         )
 

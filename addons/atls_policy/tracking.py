@@ -3,7 +3,9 @@
 Runs first on every flight. It writes what the other ATLS addons act on into
 ``flow.metadata["atls"]`` (plain data, saved with the flows):
 
-    {"variant", "session", "flight", "offered_versions", "sni",
+    {"variant", "session", "flight",
+     "hello": {versions, sni, cipher_suites, groups, key_shares, alpn, extensions},
+     "client_cert": {subjects, serials},        # TLS 1.2 only: TLS 1.3 encrypts it
      "request" / "response": {"summary", "line", "session_bytes"}}
 
 The middlebox never keeps plaintext: a session is named by a hash of its
@@ -13,7 +15,7 @@ cookie, and what it remembers is counts and ClientHello facts.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -21,7 +23,7 @@ from mitmproxy import ctx, http
 from atls.store import session_public_id
 
 from .detect import classify_request, classify_response
-from .observe import summarize
+from .observe import FlightSummary, summarize
 
 _MAX_SESSIONS = 10000
 
@@ -32,8 +34,27 @@ class SessionState:
 
     flights: int = 0
     byte_count: int = 0
-    offered_versions: tuple[str, ...] = ()
-    sni: str | None = None
+    hello: dict[str, Any] = field(default_factory=dict)
+    client_cert: dict[str, list[str]] = field(default_factory=dict)
+
+    def learn(self, summary: FlightSummary) -> None:
+        """Keep what the session's handshake shows in clear: the ClientHello, a TLS 1.2 cert."""
+        ch = summary.client_hello
+        if ch is not None:
+            self.hello = {
+                "versions": ch.versions,
+                "sni": ch.sni,
+                "cipher_suites": ch.cipher_suites,
+                "groups": ch.supported_groups,
+                "key_shares": ch.key_share_groups,
+                "alpn": ch.alpn,
+                "extensions": ch.extensions,
+            }
+        if summary.certificates and "client_hello" not in summary.handshake:
+            self.client_cert = {
+                "subjects": list(summary.certificates),
+                "serials": list(summary.certificate_serials),
+            }
 
 
 def atls_meta(flow: http.HTTPFlow) -> dict[str, Any] | None:
@@ -86,15 +107,13 @@ class ATLSTracker:
         state = self._session(key)
         state.flights += 1
         summary = summarize(body, req.headers.get("content-encoding"))
-        if summary.client_hello:
-            state.offered_versions = tuple(summary.client_hello.versions)
-            state.sni = summary.client_hello.sni
+        state.learn(summary)
         flow.metadata["atls"] = {
             "variant": variant,
             "session": key,
             "flight": state.flights,
-            "offered_versions": list(state.offered_versions),
-            "sni": state.sni,
+            "hello": state.hello,
+            "client_cert": state.client_cert,
             "request": _flight(summary, state.byte_count),
         }
         state.byte_count += len(body)
@@ -115,8 +134,8 @@ class ATLSTracker:
                 "variant": variant,
                 "session": f"pending:{flow.id}",
                 "flight": 1,
-                "offered_versions": [],
-                "sni": None,
+                "hello": {},
+                "client_cert": {},
             }
         if meta.get("answered_by_policy"):
             return
@@ -132,7 +151,7 @@ class ATLSTracker:
         state.byte_count += len(body)
 
 
-def _flight(summary: Any, session_bytes: int) -> dict[str, Any]:
+def _flight(summary: FlightSummary, session_bytes: int) -> dict[str, Any]:
     return {
         "summary": summary.to_dict(),
         "line": summary.one_line(),

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atls.pki import init_pki
+from atls.pki import DEFAULT_SERVICE_NAMES, init_pki
 
 from .operator import fetch_events, operator_setup
 from .processes import MitmdumpProcess, ServiceProcess
 from .scenario import Scenario
 
+# The service's name in the test PKI and under compose: devices ask for it in both engines.
+SERVICE_NAME = DEFAULT_SERVICE_NAMES[0]
 DEVICE_TIMEOUT = 180.0
 
 
@@ -154,6 +156,9 @@ class LocalEngine:
             ]
             if proxy:
                 argv += ["--proxy", proxy]
+            # Devices reach the service at 127.0.0.1 here; ask for the name it has under
+            # compose, so the ClientHello carries the same SNI and sni: rules act the same.
+            argv += ["--server-name", SERVICE_NAME]
             if sc.devices.variant == "draft-00":
                 argv.append("--draft00")
             if sc.devices.tls_version:

@@ -96,6 +96,16 @@ def test_scenario_under_compose(docker_ready, tmp_path, name, mode):
         assert "Transparent Proxy listening" in middlebox_log
 
 
+def test_client_hello_rules_act_the_same_under_compose(docker_ready, tmp_path):
+    """The example that blocks on SNI and key shares holds under compose as it does locally."""
+    from atls_scenarios.scenario import load_scenario
+
+    example = Path(__file__).resolve().parents[2] / "scenarios/examples/block-by-client-hello.yaml"
+    lines: list[str] = []
+    result = run_scenario(load_scenario(example), tmp_path, "compose", say=lines.append)
+    assert result.ok, "\n".join(lines[-40:])
+
+
 def test_custom_scenario_file_runs_under_compose(docker_ready, tmp_path):
     """Scenario files are mounted, not baked in: a new file needs no image rebuild."""
     from atls_scenarios.scenario import load_scenario

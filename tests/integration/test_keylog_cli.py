@@ -61,8 +61,9 @@ def test_client_and_service_key_logs_decrypt_a_captured_inner_request(pki, tmp_p
     key, iv = hkdf_expand_label(secret, "key", 32), hkdf_expand_label(secret, "iv", 12)
     with flows.open("rb") as f:
         posts = [fl for fl in io.FlowReader(f).stream() if isinstance(fl, http.HTTPFlow)]
-    last = posts[-1].request.raw_content or b""  # after the handshake: the inner request
-    record = next(iter_records(last))
+    # after the handshake: the inner request, then the client's close_notify
+    request = posts[-2].request.raw_content or b""
+    record = next(iter_records(request))
     assert record.content_type is ContentType.APPLICATION_DATA
     header = bytes([23, 3, 3]) + len(record.payload).to_bytes(2)
     inner = AESGCM(key).decrypt(iv, record.payload, header).rstrip(b"\x00")

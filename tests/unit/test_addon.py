@@ -547,3 +547,74 @@ async def test_a_flight_whose_client_gave_up_during_a_delay_is_audited(tmp_path,
         await tctx.master.addons.handle_lifecycle(HttpErrorHook(flow))
         assert a.audit.counters["rule:slow:fault"] == 1
         assert "delayed 30s" in flow.comment
+
+
+# -- matches on everything the middlebox sees (ClientHello, TLS 1.2 client certificate) ----
+
+
+async def test_rules_on_suites_groups_alpn_extensions_and_tls12_client_cert(tmp_path, flights):
+    policy = write_policy(
+        tmp_path,
+        """
+rules:
+  - {id: gcm, action: audit, match: {cipher_suites: ["*AES_256_GCM*"], extensions: [key_share]}}
+  - {id: pq, action: mark, mark: ":atom:", match: {key_shares: [X25519MLKEM768], groups: [x25519]}}
+  - {id: no-alpn-h2, action: block, match: {alpn: [h2]}}
+  - {id: device-1-on-12, action: block, status: 451,
+     match: {client_cert_serial: "device-0001", client_cert_subject: "*serialNumber*",
+             direction: request}}
+""",
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        hello13 = atls_flow(flights["TLS1_3"][0])
+        await a.request(hello13)
+        decision = hello13.metadata["atls"]["request"]["decision"]
+        assert decision["audit"] == ["gcm"] and decision["mark"] == ":atom:"
+        assert hello13.response is None
+        hello = hello13.metadata["atls"]["hello"]
+        assert "TLS_AES_256_GCM_SHA384" in hello["cipher_suites"]
+        assert {"key_share", "supported_versions"} <= set(hello["extensions"])
+        assert hello["groups"] and hello["key_shares"]
+        # TLS 1.3 encrypts the client certificate: the cert rule can never match
+        with_response(hello13, flights["TLS1_3"][1], set_cookie="t13")
+        await a.response(hello13)
+        second13 = atls_flow(flights["TLS1_3"][2], cookie="t13")
+        await a.request(second13)
+        assert second13.response is None and second13.metadata["atls"]["client_cert"] == {}
+        # TLS 1.2: the device's certificate travels in clear in its second flight
+        hello12 = atls_flow(flights["TLS1_2"][0])
+        await a.request(hello12)
+        with_response(hello12, flights["TLS1_2"][1], set_cookie="t12")
+        await a.response(hello12)
+        second12 = atls_flow(flights["TLS1_2"][2], cookie="t12")
+        await a.request(second12)
+        assert second12.metadata["atls"]["client_cert"]["serials"] == ["device-0001"]
+        assert second12.response is not None and second12.response.status_code == 451
+        assert json.loads(second12.response.content)["rule"] == "device-1-on-12"
+
+
+@pytest.mark.parametrize(
+    ("match", "message"),
+    [
+        ("{cipher_suites: [TLS_NOPE]}", "match.cipher_suites[0]: 'TLS_NOPE' is not a TLS cipher"),
+        ("{groups: [curve9]}", "match.groups[0]: 'curve9' is not a named group"),
+        ("{key_shares: 70000}", "match.key_shares: 70000 is not a named group"),
+        ("{extensions: [nonsense]}", "match.extensions[0]: 'nonsense' is not a TLS extension"),
+        ("{alpn: []}", "match.alpn: an empty list never matches"),
+        ("{client_cert_serial: 7}", "match.client_cert_serial: 7 is not a string"),
+    ],
+)
+def test_new_match_fields_say_what_is_wrong(match, message):
+    with pytest.raises(PolicyError) as error:
+        parse_policy(f"rules:\n  - {{id: r, action: block, match: {match}}}\n", "p.yaml")
+    assert f"p.yaml: rules[0].{message}" in str(error.value)
+
+
+def test_codes_and_names_mean_the_same():
+    rule = parse_policy(
+        "rules:\n  - {id: r, action: block, match: "
+        "{cipher_suites: [0x1303, tls_aes_128_gcm_sha256], groups: ['0x001d'], extensions: [43]}}\n"
+    ).rules[0]
+    assert rule.match.cipher_suites == ("TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256")
+    assert rule.match.groups == ("x25519",) and rule.match.extensions == ("supported_versions",)
