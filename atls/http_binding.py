@@ -317,7 +317,7 @@ class ClientBinding:
                 raise SessionStateError("the service answered a handshake flight with nothing")
             self.session.receive_flight(flight)
         elif flight:
-            self.session.receive_data(flight)  # e.g. TLS 1.3 NewSessionTicket
+            self.session.receive_flight(flight)  # e.g. TLS 1.3 NewSessionTicket
         out = self.session.data_to_send()
         if out:
             return self._message(out)
@@ -358,7 +358,7 @@ class ClientBinding:
         if self.mode is Mode.EXPORT:
             assert self._protector is not None
             return self._protector.open_response(token, payload)
-        events = self.session.receive_data(payload)
+        events = self.session.receive_flight(payload) if payload else []
         if any(isinstance(e, CloseNotify) for e in events):
             raise SessionStateError("the service closed the ATLS session")
         return b"".join(e.data for e in events if isinstance(e, ApplicationData))

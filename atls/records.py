@@ -136,6 +136,34 @@ def iter_records(data: bytes) -> Iterator[Record]:
         offset = end
 
 
+def check_records(data: bytes) -> None:
+    """Raise RecordError unless ``data`` is exactly a sequence of whole records.
+
+    The same rules as ``iter_records``, without building records: the session
+    checks every flight this way before TLS sees a byte.
+    """
+    offset, total = 0, len(data)
+    while offset < total:
+        if total - offset < RECORD_HEADER_LEN:
+            break  # iter_records says why
+        major, minor = data[offset + 1], data[offset + 2]
+        if major == 3 and minor <= 4:
+            header = RECORD_HEADER_LEN
+            length = (data[offset + 3] << 8) | data[offset + 4]
+        else:
+            break
+        if (
+            length == 0
+            and data[offset] != ContentType.APPLICATION_DATA
+            or length > MAX_RECORD_PAYLOAD
+        ):
+            break
+        offset += header + length
+    if offset != total:
+        for _ in iter_records(data):  # the slow path names the problem
+            pass
+
+
 def parse_records(data: bytes) -> list[Record]:
     return list(iter_records(data))
 

@@ -17,6 +17,8 @@ from typing import Literal
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi  # the binding pyOpenSSL itself calls
+from OpenSSL._util import lib as _lib
 from service_identity import VerificationError
 from service_identity.cryptography import (
     verify_certificate_hostname,
@@ -39,7 +41,7 @@ from .events import (
     SessionInfo,
     SessionState,
 )
-from .records import RecordError, TruncatedRecord, iter_records
+from .records import RecordError, TruncatedRecord, check_records
 
 # Re-exported: most callers know these as atls.session names.
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 _READ_CHUNK = 65536
+_DRAIN_CHUNK = 262144
 
 
 class AlertDescription(enum.IntEnum):
@@ -118,7 +121,10 @@ class TLSContext:
         ctx = SSL.Context(method)
         ctx.set_min_proto_version(int(config.min_version))
         ctx.set_max_proto_version(int(config.max_version))
-        ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+        # ATLS never resumes: no session tickets (TLS 1.3 sent two, 1.2 KB of the
+        # last flight) and no session cache.
+        ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         if config.tls13_ciphersuites:
             ctx.set_tls13_ciphersuites(config.tls13_ciphersuites.encode())
         if config.tls12_cipher_list:
@@ -145,8 +151,10 @@ class TLSContext:
             mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
         else:
             mode = SSL.VERIFY_NONE
-        ctx.set_verify(mode, _verify_callback)
-        ctx.set_info_callback(_info_callback)
+        # No verify callback on the success path: OpenSSL checks chain and pinned
+        # name itself, and a failure's reason is read from the verify result.
+        ctx.set_verify(mode)
+        _lib.SSL_CTX_set_info_callback(ctx._context, _INFO_CALLBACK)  # noqa: SLF001
         if config.keylog is not None:
             write = config.keylog if callable(config.keylog) else open_keylog(config.keylog)
             assert write is not None
@@ -215,7 +223,7 @@ def _pin_name(conn: SSL.Connection, name: str) -> bool:
         if _is_ip(name):
             packed = ipaddress.ip_address(name).packed
             return bool(lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed)))
-        encoded = name.encode("idna")
+        encoded = _idna(name)
         return bool(lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded)))
     except (ImportError, AttributeError):
         return False
@@ -266,6 +274,12 @@ def _verify_callback(
     return True
 
 
+@cache
+def _idna(name: str) -> bytes:
+    return name.encode("idna")
+
+
+@cache
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -274,9 +288,20 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
-    """Remember the alerts that cross the session: they name the failure."""
-    if not where & SSL.SSL_CB_ALERT:
+_CB_ALERT, _CB_READ = SSL.SSL_CB_ALERT, SSL.SSL_CB_READ
+
+
+def _on_info(ssl: object, where: int, ret: int) -> None:
+    """Remember the alerts that cross the session: they name the failure.
+
+    OpenSSL calls this about 25 times per handshake, so it is a bare cffi
+    callback (pyOpenSSL's wrapper looks the connection up on every call);
+    only an alert, which is rare, looks the connection up.
+    """
+    if not where & _CB_ALERT:
+        return
+    conn = SSL.Connection._reverse_mapping.get(ssl)  # noqa: SLF001 - pyOpenSSL's own map
+    if conn is None:
         return
     session = conn.get_app_data()
     if not isinstance(session, ATLSSession):
@@ -284,10 +309,13 @@ def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
     description = alert_name(ret & 0xFF)
     if description == "close_notify":
         return
-    if where & SSL.SSL_CB_READ:
+    if where & _CB_READ:
         session._alert_received = description
     else:
         session._alert_sent = description
+
+
+_INFO_CALLBACK = _ffi.callback("void (*)(const SSL *, int, int)", _on_info)
 
 
 # ---------------------------------------------------------------------------
@@ -307,9 +335,11 @@ class ATLSSession:
         if self.role is Role.CLIENT:
             if self.expected_name:
                 if not _is_ip(self.expected_name):
-                    self._conn.set_tlsext_host_name(self.expected_name.encode("idna"))
+                    self._conn.set_tlsext_host_name(_idna(self.expected_name))
                 if context.config.verify_peer:
                     self._name_pinned = _pin_name(self._conn, self.expected_name)
+                    if not self._name_pinned:  # check the name in Python instead
+                        self._conn.set_verify(SSL.VERIFY_PEER, _verify_callback)
             self._conn.set_connect_state()
         else:
             self._conn.set_accept_state()
@@ -319,6 +349,7 @@ class ATLSSession:
         self._alert_sent: str | None = None
         self._alert_received: str | None = None
         self._verify_failure: str | None = None
+        self._chain: tuple[x509.Certificate, ...] | None = None
         self._peeked = b""
 
     # -- state ------------------------------------------------------------
@@ -372,8 +403,7 @@ class ATLSSession:
         if not flight:
             raise IncompleteFlightError("empty flight")
         try:
-            for _ in iter_records(flight):  # whole records, before OpenSSL sees a byte
-                pass
+            check_records(flight)  # whole records, before OpenSSL sees a byte
         except TruncatedRecord as exc:
             raise IncompleteFlightError(f"flight is truncated: {exc}") from None
         except RecordError as exc:
@@ -405,20 +435,31 @@ class ATLSSession:
         return events
 
     def _advance(self) -> None:
-        try:
-            self._conn.do_handshake()
-        except SSL.WantReadError:
-            return
-        except SSL.Error as exc:
-            raise self._fail(exc) from None
+        # SSL_do_handshake directly: "want read", the usual outcome, is no exception
+        ssl = self._conn._ssl  # noqa: SLF001 - pyOpenSSL raises on every flight otherwise
+        result = _lib.SSL_do_handshake(ssl)
+        if result <= 0:
+            if _lib.SSL_get_error(ssl, result) == _lib.SSL_ERROR_WANT_READ:
+                return
+            try:
+                self._conn._raise_ssl_error(ssl, result)  # noqa: SLF001 - its typed error
+            except SSL.WantReadError:
+                return
+            except SSL.Error as exc:
+                raise self._fail(exc) from None
         self._info = SessionInfo(
             role=self.role,
             version=self._conn.get_protocol_version_name(),
             cipher=self._conn.get_cipher_name() or "",
             server_name=self.expected_name,
-            _chain=cache(self._peer_chain),
+            _chain=self._cached_peer_chain,
         )
         self._state = SessionState.ESTABLISHED
+
+    def _cached_peer_chain(self) -> tuple[x509.Certificate, ...]:
+        if self._chain is None:
+            self._chain = self._peer_chain()
+        return self._chain
 
     def _peer_chain(self) -> tuple[x509.Certificate, ...]:
         # A server's SSL_get_peer_cert_chain omits the client's leaf; rebuild it.
@@ -429,12 +470,25 @@ class ATLSSession:
         return (leaf, *[c for c in rest if c != leaf])
 
     def _read_application_data(self) -> list[Event]:
+        # SSL_read directly: "want read", the usual end, is no exception
+        ssl = self._conn._ssl  # noqa: SLF001
+        buffer = _ffi.new("char[]", _READ_CHUNK)
         events: list[Event] = []
         chunks: list[bytes] = []
         closed = False
         while True:
+            result = _lib.SSL_read(ssl, buffer, _READ_CHUNK)
+            if result > 0:
+                chunks.append(_ffi.buffer(buffer, result)[:])
+                continue
+            error = _lib.SSL_get_error(ssl, result)
+            if error == _lib.SSL_ERROR_WANT_READ:
+                break
+            if error == _lib.SSL_ERROR_ZERO_RETURN:
+                closed = True
+                break
             try:
-                chunk = self._conn.recv(_READ_CHUNK)
+                self._conn._raise_ssl_error(ssl, result)  # noqa: SLF001 - its typed error
             except SSL.WantReadError:
                 break
             except SSL.ZeroReturnError:
@@ -442,9 +496,7 @@ class ATLSSession:
                 break
             except SSL.Error as exc:
                 raise self._fail(exc) from None
-            if not chunk:
-                break
-            chunks.append(chunk)
+            break
         if chunks:
             events.append(ApplicationData(b"".join(chunks)))
         if closed:
@@ -454,6 +506,8 @@ class ATLSSession:
 
     def _fail(self, exc: SSL.Error) -> TLSAlertError:
         reason = _openssl_reason(exc)
+        if self._verify_failure is None:
+            self._verify_failure = self._verify_result()
         if self._verify_failure:
             reason = self._verify_failure
         origin: Literal["local", "peer"] | None = None
@@ -467,6 +521,21 @@ class ATLSSession:
         self._failure = error
         self._state = SessionState.FAILED
         return error
+
+    def _verify_result(self) -> str | None:
+        """Why certificate verification failed, from OpenSSL's verify result (or None)."""
+        code = _lib.SSL_get_verify_result(self._conn._ssl)  # noqa: SLF001
+        if code == 0:
+            return None
+        what = _VERIFY_ERRORS.get(code, f"X509 verify error {code}")
+        if code in _NAME_MISMATCH:
+            what = f"certificate does not match the expected name {self.expected_name!r}"
+        try:
+            leaf = self._conn.get_peer_certificate(as_cryptography=True)
+            subject = leaf.subject.rfc4514_string() if leaf is not None else None
+        except Exception:  # noqa: BLE001 - a peer certificate that does not decode
+            subject = None
+        return f"{what} (peer: {subject})" if subject else what
 
     def _check_usable(self) -> None:
         if self._state is SessionState.FAILED:
@@ -506,12 +575,12 @@ class ATLSSession:
         chunks = []
         while True:
             try:
-                chunk = self._conn.bio_read(_READ_CHUNK)
+                chunk = self._conn.bio_read(_DRAIN_CHUNK)
             except SSL.WantReadError:
                 break
-            if not chunk:
-                break
             chunks.append(chunk)
+            if len(chunk) < _DRAIN_CHUNK:  # a memory BIO hands out all it has
+                break
         return b"".join(chunks)
 
     def data_to_send(self) -> bytes:
