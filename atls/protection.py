@@ -2,7 +2,7 @@
 
 After the ATLS handshake both ends hold the exported master secret and salt.
 Each inner HTTP message is encrypted with the ``aes128gcm`` content coding
-(RFC 8188, via the ``http_ece`` library), keyed per message:
+(RFC 8188, ``atls.ece``), keyed per message:
 
     key(direction, seq) = HKDF-SHA256(ikm=master_secret, salt=master_salt,
                                       info="atls aes128gcm " + direction + seq, 16)
@@ -17,10 +17,7 @@ AES-128-GCM whatever suite TLS negotiated (the draft editors note this).
 
 from __future__ import annotations
 
-import http_ece
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from . import ece
 from .config import Mode, Role
 from .errors import ATLSError
 from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_keys
@@ -29,7 +26,6 @@ from .session import ATLSSession
 CONTENT_CODING = "aes128gcm"
 RECORD_SIZE = 16384
 DEFAULT_REPLAY_WINDOW = 64
-_HEADER_FIXED = 21  # salt(16) | rs(4) | idlen(1)
 
 
 class ProtectionError(ATLSError):
@@ -40,33 +36,42 @@ class ReplayError(ProtectionError):
     """A protected message reused a sequence number already accepted."""
 
 
-def _derive(keys: ExportedKeys, direction: bytes, seq: int) -> bytes:
-    info = b"atls aes128gcm " + direction + seq.to_bytes(8, "big")
-    return HKDF(hashes.SHA256(), 16, keys.master_salt, info).derive(keys.master_secret)
+class _MessageKeys:
+    """key(direction, seq): HKDF-SHA256 with the extract step done once per session.
+
+    HKDF(ikm, salt, info) is Expand(Extract(salt, ikm), info); the extract does
+    not depend on the message, so doing it once gives the very same keys.
+    """
+
+    __slots__ = ("_prk",)
+
+    def __init__(self, keys: ExportedKeys) -> None:
+        self._prk = ece.hkdf_extract(keys.master_salt, keys.master_secret)
+
+    def key(self, direction: bytes, seq: int) -> bytes:
+        info = b"atls aes128gcm " + direction + seq.to_bytes(8, "big")
+        return ece.hkdf_expand_one(self._prk, info, 16)
+
+    def seal(self, direction: bytes, seq: int, plaintext: bytes) -> bytes:
+        key = self.key(direction, seq)
+        return ece.encrypt(plaintext, key, keyid=str(seq).encode(), rs=RECORD_SIZE)
+
+    def open(self, direction: bytes, seq: int, body: bytes) -> bytes:
+        try:
+            return ece.decrypt(body, self.key(direction, seq))
+        except ece.ECEError as exc:
+            raise ProtectionError(f"aes128gcm message does not open: {exc}") from None
 
 
 def read_sequence(body: bytes) -> int:
     """The sequence number in an aes128gcm header's keyid (not yet authenticated)."""
-    if len(body) < _HEADER_FIXED:
-        raise ProtectionError("body is shorter than an aes128gcm header")
-    idlen = body[20]
-    keyid = body[_HEADER_FIXED : _HEADER_FIXED + idlen]
+    try:
+        _, keyid, _ = ece.header(body)
+    except ece.ECEError as exc:
+        raise ProtectionError(str(exc)) from None
     if not keyid.isdigit() or len(keyid) > 19:
         raise ProtectionError("aes128gcm keyid is not an ATLS sequence number")
     return int(keyid)
-
-
-def _seal(keys: ExportedKeys, direction: bytes, seq: int, plaintext: bytes) -> bytes:
-    key = _derive(keys, direction, seq)
-    return http_ece.encrypt(plaintext, key=key, keyid=str(seq), rs=RECORD_SIZE)
-
-
-def _open(keys: ExportedKeys, direction: bytes, seq: int, body: bytes) -> bytes:
-    key = _derive(keys, direction, seq)
-    try:
-        return http_ece.decrypt(body, key=key)
-    except (http_ece.ECEException, ValueError) as exc:
-        raise ProtectionError(f"aes128gcm message does not open: {exc}") from None
 
 
 class ReplayWindow:
@@ -101,36 +106,43 @@ class ClientProtector:
 
     def __init__(self, keys: ExportedKeys) -> None:
         self.keys = keys
+        self._message_keys = _MessageKeys(keys)
         self._next_seq = 0
 
     def seal_request(self, plaintext: bytes) -> tuple[int, bytes]:
         seq = self._next_seq
         self._next_seq += 1
-        return seq, _seal(self.keys, b"c2s", seq, plaintext)
+        return seq, self._message_keys.seal(b"c2s", seq, plaintext)
 
     def open_response(self, seq: int, body: bytes) -> bytes:
         got = read_sequence(body)
         if got != seq:
             raise ProtectionError(f"response is for request {got}, expected {seq}")
-        return _open(self.keys, b"s2c", seq, body)
+        return self._message_keys.open(b"s2c", seq, body)
 
 
 class ServerProtector:
-    """The service side: opens requests once each, seals the matching response."""
+    """The service side: opens requests once each, seals the matching response.
+
+    It keeps only the message-key state and the replay window: an established
+    key-export session needs nothing else from TLS.
+    """
+
+    __slots__ = ("_message_keys", "window")
 
     def __init__(self, keys: ExportedKeys, replay_window: int = DEFAULT_REPLAY_WINDOW) -> None:
-        self.keys = keys
+        self._message_keys = _MessageKeys(keys)
         self.window = ReplayWindow(replay_window)
 
     def open_request(self, body: bytes) -> tuple[int, bytes]:
         seq = read_sequence(body)
         self.window.check(seq)
-        plaintext = _open(self.keys, b"c2s", seq, body)
+        plaintext = self._message_keys.open(b"c2s", seq, body)
         self.window.accept(seq)  # only after authentication
         return seq, plaintext
 
     def seal_response(self, seq: int, plaintext: bytes) -> bytes:
-        return _seal(self.keys, b"s2c", seq, plaintext)
+        return self._message_keys.seal(b"s2c", seq, plaintext)
 
 
 Protector = ClientProtector | ServerProtector

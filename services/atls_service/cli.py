@@ -7,6 +7,7 @@ import datetime
 import os
 import secrets
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain-http",
         action="store_true",
         help="serve plain HTTP instead of network TLS (e.g. behind a gateway)",
+    )
+    p.add_argument(
+        "--http",
+        choices=["httptools", "h11"],
+        default="httptools",
+        help="HTTP parser: httptools (compiled, default; about a third of the service's CPU "
+        "per ATLS handshake went to h11) or h11 (pure Python)",
+    )
+    p.add_argument(
+        "--network-client-auth",
+        choices=["none", "optional", "required"],
+        default="none",
+        help="ask devices for their certificate on the network TLS too (vendor CA); "
+        "'optional' lets the benchmark compare mutual network TLS with ATLS on one server",
     )
     p.add_argument(
         "--no-client-auth",
@@ -152,15 +167,22 @@ def main(argv: list[str] | None = None) -> int:
         network_tls=not args.plain_http,
         pki=str(args.pki),
     )
+    network_auth = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
+        args.network_client_auth, ssl.CERT_REQUIRED
+    )
     uvicorn.run(
         create_app(settings),
         host=args.host,
         port=args.port,
+        http=args.http,
+        loop="uvloop" if args.http == "httptools" else "asyncio",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
+        ssl_cert_reqs=network_auth,
+        ssl_ca_certs=str(pki.vendor_ca_cert) if network_auth != ssl.CERT_NONE else None,
     )
     return 0
 

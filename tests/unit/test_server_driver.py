@@ -281,3 +281,14 @@ def test_export_mode_needs_a_suite_with_an_aead(pki, server_context):
     refusal = _refusal(service, message)
     assert refusal.reason is Reason.EXPORT_UNAVAILABLE and "AES128-SHA256" in refusal.detail
     assert service.driver.store.sessions == 0
+
+
+def test_a_bare_protected_header_cannot_close_an_export_session(pki, server_context):
+    """An empty protected message closes; one with no record authenticates nothing."""
+    service = MemoryService(_driver(pki, server_context))
+    binding = _connect(pki, service, Mode.EXPORT)
+    message, _ = binding.wrap_request(InnerRequest("GET", "/", [], b""))
+    header_only = message.body[: 21 + message.body[20]]
+    forged = _raw(binding, header_only, **{"content-encoding": CONTENT_CODING})
+    assert _refusal(service, forged).reason is Reason.PROTECTION_FAILED
+    assert service.driver.store.sessions == 1
