@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .config import Role
 
@@ -24,7 +25,7 @@ class SessionState(enum.Enum):
     FAILED = "failed"  # a TLS alert or another fatal error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionInfo:
     """What both ends can state about an established session.
 
@@ -43,9 +44,17 @@ class SessionInfo:
         return self._chain()
 
     def detached(self) -> SessionInfo:
-        """The same facts with the chain converted now, holding no TLS object."""
-        chain = self.peer_chain
-        return dataclasses.replace(self, _chain=lambda: chain)
+        """The same facts holding no TLS object: the peer's leaf certificate as DER.
+
+        A key-export session outlives its TLS object; it keeps ~0.5 KB of DER
+        and parses it when a handler asks (the CA above the leaf is the
+        verifier's own anchor, so it is not kept).
+        """
+        leaf = self.peer_certificate
+        if leaf is None:
+            return dataclasses.replace(self, _chain=tuple)
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        return dataclasses.replace(self, _chain=lambda: (x509.load_der_x509_certificate(der),))
 
     @property
     def peer_certificate(self) -> x509.Certificate | None:

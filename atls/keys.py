@@ -77,7 +77,7 @@ class ExporterSettings:
     context: bytes | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExportedKeys:
     cipher_suite: str
     aead: AEADAlgorithm

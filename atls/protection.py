@@ -24,7 +24,7 @@ from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_
 from .session import ATLSSession
 
 CONTENT_CODING = "aes128gcm"
-RECORD_SIZE = 16384
+RECORD_SIZE = 1 << 20  # largest record; a message up to this size is one record
 DEFAULT_REPLAY_WINDOW = 64
 
 
@@ -54,7 +54,8 @@ class _MessageKeys:
 
     def seal(self, direction: bytes, seq: int, plaintext: bytes) -> bytes:
         key = self.key(direction, seq)
-        return ece.encrypt(plaintext, key, keyid=str(seq).encode(), rs=RECORD_SIZE)
+        rs = ece.record_size_for(len(plaintext), RECORD_SIZE)
+        return ece.encrypt(plaintext, key, keyid=str(seq).encode(), rs=rs)
 
     def open(self, direction: bytes, seq: int, body: bytes) -> bytes:
         try:
@@ -76,6 +77,8 @@ def read_sequence(body: bytes) -> int:
 
 class ReplayWindow:
     """DTLS-style sliding window (RFC 9147 section 4.5.1) over sequence numbers."""
+
+    __slots__ = ("_bitmap", "highest", "size")
 
     def __init__(self, size: int = DEFAULT_REPLAY_WINDOW) -> None:
         self.size = size

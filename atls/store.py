@@ -62,7 +62,7 @@ def session_public_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SessionEntry:
     """One session as the server keeps it.
 

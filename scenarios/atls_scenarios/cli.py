@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
 
+    bench = sub.add_parser(
+        "bench",
+        help="measure every performance figure against its baseline (table, JSON, plots)",
+    )
+    bench.add_argument("--quick", action="store_true", help="a bounded run of under three minutes")
+    bench.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections: session,protection,memory,network,addon,fleet",
+    )
+    bench.add_argument("--out", type=Path, default=Path("reports/bench"))
+
     demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
     demo.add_argument("--pki", type=Path, default=Path("pki"))
     demo.add_argument("--report-dir", type=Path, default=Path("reports/demo"))
@@ -181,6 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             from atls_policy import SCRIPT
 
             print(SCRIPT)
+            return 0
+        if args.command == "bench":
+            from .bench.run import SECTIONS, run
+
+            only = {s for s in args.only.split(",") if s}
+            unknown = only - set(SECTIONS)
+            if unknown:
+                raise ValueError(
+                    f"unknown bench section {sorted(unknown)[0]!r}; use {', '.join(SECTIONS)}"
+                )
+            run(args.out, args.quick, only)
             return 0
         if args.command == "demo":
             from .demo import run_demo

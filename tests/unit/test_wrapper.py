@@ -29,7 +29,7 @@ def test_a_bad_command_lists_every_command():
     done = wrapper("frobnicate")
     assert done.returncode == 2
     assert "unknown command 'frobnicate'" in done.stderr
-    for own in ("test [PYTEST ARGS]", "bench [NAME]", "shell"):
+    for own in ("test [PYTEST ARGS]", "bench [--quick]", "shell"):
         assert own in done.stderr
     for cli in ("pki", "list", "run", "demo"):
         assert cli in done.stderr.split("atls-testbed command:")[1]
