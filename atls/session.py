@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Literal
 
@@ -58,8 +58,11 @@ __all__ = [
     "TLSAlertError",
     "TLSConfig",
     "TLSContext",
+    "TLSSessionBase",
     "TLSVersion",
     "alert_name",
+    "check_records",
+    "configure_context",
 ]
 
 _READ_CHUNK = 65536
@@ -107,6 +110,8 @@ def alert_name(code: int) -> str:
 class TLSContext:
     """A built pyOpenSSL context; build once, open many sessions from it."""
 
+    datagram = False  # DTLSContext (atls.dtls) says True
+
     def __init__(self, config: TLSConfig) -> None:
         self.config = config
         self.ssl_context = self._build(config)
@@ -117,37 +122,74 @@ class TLSContext:
         ctx = SSL.Context(method)
         ctx.set_min_proto_version(int(config.min_version))
         ctx.set_max_proto_version(int(config.max_version))
-        ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
-        if config.tls13_ciphersuites:
-            ctx.set_tls13_ciphersuites(config.tls13_ciphersuites.encode())
-        if config.tls12_cipher_list:
-            ctx.set_cipher_list(config.tls12_cipher_list.encode())
-        if config.identity is not None:
-            chain = config.identity.chain
-            ctx.use_certificate(chain[0])
-            for extra in chain[1:]:
-                ctx.add_extra_chain_cert(extra)
-            ctx.use_privatekey(config.identity.private_key)
-            ctx.check_privatekey()
-        if config.trust_anchors:
-            store = ctx.get_cert_store()
-            assert store is not None
-            anchors = x509.load_pem_x509_certificates(config.trust_anchors)
-            for anchor in anchors:
-                store.add_cert(crypto.X509.from_cryptography(anchor))
-            if config.role is Role.SERVER:
-                ctx.set_client_ca_list(
-                    [crypto.X509.from_cryptography(a).get_subject() for a in anchors]
-                )
-        if config.role is Role.CLIENT:
-            mode = SSL.VERIFY_PEER if config.verify_peer else SSL.VERIFY_NONE
-        elif config.require_client_certificate:
-            mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        else:
-            mode = SSL.VERIFY_NONE
-        ctx.set_verify(mode, _verify_callback)
-        ctx.set_info_callback(_info_callback)
+        configure_context(ctx, config)
         return ctx
+
+
+def configure_context(ctx: SSL.Context, config: TLSConfig) -> None:
+    """Everything a TLS and a DTLS context share: suites, groups, ALPN, identity, trust."""
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    if config.tls13_ciphersuites:
+        ctx.set_tls13_ciphersuites(config.tls13_ciphersuites.encode())
+    if config.tls12_cipher_list:
+        ctx.set_cipher_list(config.tls12_cipher_list.encode())
+    if config.groups:
+        _set_groups(ctx, config.groups)
+    if config.alpn:
+        protocols = [p.encode() for p in config.alpn]
+        if config.role is Role.CLIENT:
+            ctx.set_alpn_protos(protocols)
+        else:
+            ctx.set_alpn_select_callback(_alpn_chooser(protocols))
+    if config.identity is not None:
+        chain = config.identity.chain
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(config.identity.private_key)
+        ctx.check_privatekey()
+    if config.trust_anchors:
+        store = ctx.get_cert_store()
+        assert store is not None
+        anchors = x509.load_pem_x509_certificates(config.trust_anchors)
+        for anchor in anchors:
+            store.add_cert(crypto.X509.from_cryptography(anchor))
+        if config.role is Role.SERVER:
+            subjects = [crypto.X509.from_cryptography(a).get_subject() for a in anchors]
+            ctx.set_client_ca_list(subjects)
+    if config.role is Role.CLIENT:
+        mode = SSL.VERIFY_PEER if config.verify_peer else SSL.VERIFY_NONE
+    elif config.require_client_certificate:
+        mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    else:
+        mode = SSL.VERIFY_NONE
+    ctx.set_verify(mode, _verify_callback)
+    ctx.set_info_callback(_info_callback)
+
+
+def _set_groups(ctx: SSL.Context, groups: Sequence[str]) -> None:
+    """Limit the key-exchange groups (and the ClientHello's key shares).
+
+    pyOpenSSL has no public call for SSL_CTX_set1_groups_list; the binding it is
+    built on has the same function under its older name (set1_curves_list).
+    """
+    from OpenSSL._util import ffi, lib  # noqa: PLC0415 - private, as in _pin_name
+
+    handle = ctx._context  # type: ignore[attr-defined]
+    if not lib.SSL_CTX_set1_curves_list(handle, ffi.new("char[]", ":".join(groups).encode())):
+        raise ValueError(f"OpenSSL knows none or not all of the groups {':'.join(groups)!r}")
+
+
+def _alpn_chooser(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
+    """The server picks its own most preferred protocol among the client's."""
+
+    def choose(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        for protocol in ours:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+
+    return choose
 
 
 # X509_V_ERR_* codes worth a precise message (OpenSSL's x509_vfy.h).
@@ -209,7 +251,7 @@ def _verify_callback(
     handshake call instead of a TLS error (a corrupt certificate did that).
     """
     session = conn.get_app_data()
-    if not isinstance(session, ATLSSession):
+    if not isinstance(session, TLSSessionBase):
         return bool(ok)
     try:
         name = session.expected_name
@@ -247,7 +289,7 @@ def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
     if not where & SSL.SSL_CB_ALERT:
         return
     session = conn.get_app_data()
-    if not isinstance(session, ATLSSession):
+    if not isinstance(session, TLSSessionBase):
         return
     description = alert_name(ret & 0xFF)
     if description == "close_notify":
@@ -262,8 +304,14 @@ def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
 # The session
 
 
-class ATLSSession:
-    """One TLS session whose records travel in application-layer messages."""
+class TLSSessionBase:
+    """What a TLS and a DTLS session share: the connection, its checks, state and facts.
+
+    Subclasses decide how bytes come in and go out (a stream of records for
+    TLS, datagrams for DTLS in ``atls.dtls``).
+    """
+
+    _write_chunk = _READ_CHUNK  # largest plaintext per send() call into OpenSSL
 
     def __init__(self, context: TLSContext, *, server_name: str | None = None) -> None:
         self.context = context
@@ -287,7 +335,6 @@ class ATLSSession:
         self._alert_sent: str | None = None
         self._alert_received: str | None = None
         self._verify_failure: str | None = None
-        self._peeked = b""
 
     # -- state ------------------------------------------------------------
 
@@ -314,63 +361,13 @@ class ATLSSession:
         """The error that moved the session to FAILED, if any."""
         return self._failure
 
-    # -- driving the handshake ----------------------------------------------
-
-    def initiate(self) -> bytes:
-        """Client only: start the handshake and return the first flight."""
+    def _start_initiate(self) -> None:
         if self.role is not Role.CLIENT:
             raise SessionStateError("only a client initiates the handshake")
         if self._state is not SessionState.IDLE:
             raise SessionStateError(f"the handshake was already initiated ({self._state.value})")
         self._state = SessionState.HANDSHAKING
         self._advance()
-        return self.data_to_send()
-
-    def receive_flight(self, flight: bytes) -> list[Event]:
-        """Feed one whole flight from the peer and process it.
-
-        Raises NotTLSError for bytes that are not TLS records and
-        IncompleteFlightError for a flight that ends mid-record: both are
-        checked before TLS sees a byte, so they leave the session as it was.
-        A flight that leaves the handshake stalled with nothing to answer
-        (IncompleteFlightError) and anything TLS rejects (TLSAlertError) move
-        the session to FAILED.
-        """
-        self._check_usable()
-        if not flight:
-            raise IncompleteFlightError("empty flight")
-        try:
-            for _ in iter_records(flight):  # whole records, before OpenSSL sees a byte
-                pass
-        except TruncatedRecord as exc:
-            raise IncompleteFlightError(f"flight is truncated: {exc}") from None
-        except RecordError as exc:
-            raise NotTLSError(f"not TLS: {exc}") from None
-        was_complete = self.handshake_complete
-        events = self.receive_data(flight)
-        if not was_complete and not self.handshake_complete and not self._outgoing_pending():
-            self._state = SessionState.FAILED
-            raise IncompleteFlightError(
-                "the flight did not complete a handshake step (truncated, reordered or partial)"
-            )
-        return events
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed raw bytes (any split) and return the events they produced."""
-        self._check_usable()
-        if self._state is SessionState.IDLE:
-            if self.role is Role.CLIENT:
-                raise SessionStateError("call initiate() before receiving data")
-            self._state = SessionState.HANDSHAKING
-        self._conn.bio_write(data)
-        events: list[Event] = []
-        if self._info is None:
-            self._advance()
-            if self._info is None:
-                return events
-            events.append(HandshakeComplete(self._info))
-        events.extend(self._read_application_data())
-        return events
 
     def _advance(self) -> None:
         try:
@@ -379,12 +376,15 @@ class ATLSSession:
             return
         except SSL.Error as exc:
             raise self._fail(exc) from None
+        alpn = self._conn.get_alpn_proto_negotiated()
         self._info = SessionInfo(
             role=self.role,
             version=self._conn.get_protocol_version_name(),
             cipher=self._conn.get_cipher_name() or "",
             server_name=self.expected_name,
             _chain=cache(self._peer_chain),
+            alpn=alpn.decode("ascii", "replace") if alpn else None,
+            group=_group_name(self._conn),
         )
         self._state = SessionState.ESTABLISHED
 
@@ -431,10 +431,14 @@ class ATLSSession:
         elif self._alert_sent:
             origin = "local"
         error = TLSAlertError(reason, alert=alert, origin=origin)
-        error.data_to_send = self.data_to_send()
+        error.data_to_send = self._owed()
         self._failure = error
         self._state = SessionState.FAILED
         return error
+
+    def _owed(self) -> bytes:
+        """Records produced and not yet handed out (an alert, after a failure)."""
+        return self._drain()
 
     def _check_usable(self) -> None:
         if self._state is SessionState.FAILED:
@@ -450,7 +454,7 @@ class ATLSSession:
         view = memoryview(data)
         while view:
             try:
-                written = self._conn.send(view[:_READ_CHUNK])
+                written = self._conn.send(view[: self._write_chunk])
             except SSL.Error as exc:
                 raise self._fail(exc) from None
             view = view[written:]
@@ -465,11 +469,6 @@ class ATLSSession:
             pass
         self._state = SessionState.CLOSED
 
-    def _outgoing_pending(self) -> bool:
-        """Whether records wait to be sent (read early, kept for data_to_send)."""
-        self._peeked += self._drain()
-        return bool(self._peeked)
-
     def _drain(self) -> bytes:
         chunks = []
         while True:
@@ -482,12 +481,6 @@ class ATLSSession:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def data_to_send(self) -> bytes:
-        """Every record this side has produced since the last call: one flight."""
-        data = self._peeked + self._drain()
-        self._peeked = b""
-        return data
-
     # -- key export ---------------------------------------------------------
 
     def export_keying_material(
@@ -496,13 +489,102 @@ class ATLSSession:
         """RFC 5705 / RFC 8446 section 7.5 exporter.
 
         ``context=None`` is an *absent* context; ``b""`` is an *empty* one.
-        They give different bytes in TLS 1.2 (identical in TLS 1.3).
+        They give different bytes in TLS 1.2 and DTLS 1.2 (identical in TLS 1.3).
         """
         if not self.handshake_complete:
             raise SessionStateError("keying material is exported only after the handshake")
         if isinstance(label, str):
             label = label.encode("ascii")
         return self._conn.export_keying_material(label, length, context)
+
+
+class ATLSSession(TLSSessionBase):
+    """One TLS session whose records travel in application-layer messages."""
+
+    def __init__(self, context: TLSContext, *, server_name: str | None = None) -> None:
+        super().__init__(context, server_name=server_name)
+        self._peeked = b""
+
+    def initiate(self) -> bytes:
+        """Client only: start the handshake and return the first flight."""
+        self._start_initiate()
+        return self.data_to_send()
+
+    def receive_flight(self, flight: bytes) -> list[Event]:
+        """Feed one whole flight from the peer and process it.
+
+        Raises NotTLSError for bytes that are not TLS records and
+        IncompleteFlightError for a flight that ends mid-record: both are
+        checked before TLS sees a byte, so they leave the session as it was.
+        A flight that leaves the handshake stalled with nothing to answer
+        (IncompleteFlightError) and anything TLS rejects (TLSAlertError) move
+        the session to FAILED.
+        """
+        self._check_usable()
+        if not flight:
+            raise IncompleteFlightError("empty flight")
+        check_records(flight)
+        was_complete = self.handshake_complete
+        events = self.receive_data(flight)
+        if not was_complete and not self.handshake_complete and not self._outgoing_pending():
+            self._state = SessionState.FAILED
+            raise IncompleteFlightError(
+                "the flight did not complete a handshake step (truncated, reordered or partial)"
+            )
+        return events
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed raw bytes (any split) and return the events they produced."""
+        self._check_usable()
+        if self._state is SessionState.IDLE:
+            if self.role is Role.CLIENT:
+                raise SessionStateError("call initiate() before receiving data")
+            self._state = SessionState.HANDSHAKING
+        self._conn.bio_write(data)
+        events: list[Event] = []
+        if self._info is None:
+            self._advance()
+            if self._info is None:
+                return events
+            events.append(HandshakeComplete(self._info))
+        events.extend(self._read_application_data())
+        return events
+
+    def _owed(self) -> bytes:
+        return self.data_to_send()
+
+    def _outgoing_pending(self) -> bool:
+        """Whether records wait to be sent (read early, kept for data_to_send)."""
+        self._peeked += self._drain()
+        return bool(self._peeked)
+
+    def data_to_send(self) -> bytes:
+        """Every record this side has produced since the last call: one flight."""
+        data = self._peeked + self._drain()
+        self._peeked = b""
+        return data
+
+
+def check_records(data: bytes) -> None:
+    """Whole TLS or DTLS records, checked before OpenSSL sees a byte."""
+    try:
+        for _ in iter_records(data):
+            pass
+    except TruncatedRecord as exc:
+        raise IncompleteFlightError(f"flight is truncated: {exc}") from None
+    except RecordError as exc:
+        raise NotTLSError(f"not TLS: {exc}") from None
+
+
+def _group_name(conn: SSL.Connection) -> str | None:
+    """The negotiated key-exchange group (e.g. 'secp256r1', 'X25519MLKEM768')."""
+    try:
+        from OpenSSL._util import ffi, lib  # noqa: PLC0415 - private, optional
+
+        name = lib.SSL_get0_group_name(conn._ssl)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return None
+    return ffi.string(name).decode() if name != ffi.NULL else None
 
 
 def _openssl_reason(exc: SSL.Error) -> str:
