@@ -48,9 +48,16 @@ from .config import Role, TLSConfig, TLSVersion
 from .errors import IncompleteFlightError, SessionStateError
 from .events import ApplicationData, Event, HandshakeComplete, SessionState
 from .records import iter_records
-from .session import TLSContext, TLSSessionBase, check_records, configure_context
+from .session import ATLSSession, TLSContext, TLSSessionBase, check_records, configure_context
 
-__all__ = ["DEFAULT_MTU", "DTLSContext", "DTLSSession", "pack_datagrams", "split_records"]
+__all__ = [
+    "DEFAULT_MTU",
+    "AnySession",
+    "DTLSContext",
+    "DTLSSession",
+    "pack_datagrams",
+    "split_records",
+]
 
 # CoAP's guideline for a message that fits an IPv6 minimum MTU (RFC 7252 4.6):
 # 1152 bytes in all, 1024 of payload.
@@ -225,6 +232,10 @@ class DTLSSession(TLSSessionBase):
     def data_to_send(self) -> list[bytes]:
         """The datagrams produced since the last call, whole records of at most ``mtu``."""
         return pack_datagrams(self._drain(), self.mtu)
+
+
+# A TLS or a DTLS session: what the server driver, the store and key export take.
+AnySession = ATLSSession | DTLSSession
 
 
 def _coalesce(events: list[Event]) -> list[Event]:

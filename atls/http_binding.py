@@ -27,13 +27,13 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from .config import Mode
+from .dtls import AnySession
 from .errors import ATLSError, Reason, Refusal, SessionStateError, TLSAlertError
 from .events import ApplicationData, CloseNotify
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
 from .keys import ExportedKeys, ExporterSettings
 from .protection import CONTENT_CODING, ClientProtector, start_key_export
 from .server import Coding
-from .session import ATLSSession
 
 __all__ = ["Mode", "Reason", "Refusal", "ServiceRefusedError"]
 
@@ -240,11 +240,19 @@ class OutgoingMessage:
 
 
 class ClientBinding:
-    """Drives one client ATLSSession over HTTP messages, without doing I/O."""
+    """Drives one client ATLSSession (or DTLSSession) over HTTP messages, without doing I/O.
+
+    With a DTLSSession every body is whole DTLS records; the first answer is a
+    HelloVerifyRequest without a session cookie, so the ClientHello that
+    returns the DTLS cookie is sent without one too. The DTLS retransmission
+    timer is not run: HTTP carries each flight reliably, and after a carrier
+    failure the client starts a new handshake (its retry policy); re-posting
+    the same records would only be dropped as a DTLS replay.
+    """
 
     def __init__(
         self,
-        session: ATLSSession,
+        session: AnySession,
         *,
         variant: Variant = Variant.CURRENT,
         mode: Mode = Mode.EXPORT,
@@ -278,7 +286,7 @@ class ClientBinding:
         return OutgoingMessage(self.variant.path, headers, body)
 
     def start(self) -> OutgoingMessage:
-        return self._message(self.session.initiate())
+        return self._message(_joined(self.session.initiate()))
 
     def _accept(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes:
         """Check an answer's envelope; return its ATLS body or raise."""
@@ -318,7 +326,7 @@ class ClientBinding:
             self.session.receive_flight(flight)
         elif flight:
             self.session.receive_data(flight)  # e.g. TLS 1.3 NewSessionTicket
-        out = self.session.data_to_send()
+        out = _joined(self.session.data_to_send())
         if out:
             return self._message(out)
         if not self.session.handshake_complete:
@@ -341,7 +349,7 @@ class ClientBinding:
             seq, body = self._protector.seal_request(inner)
             return self._message(body, {"content-encoding": CONTENT_CODING}), seq
         self.session.send(inner)
-        return self._message(self.session.data_to_send()), -1
+        return self._message(_joined(self.session.data_to_send())), -1
 
     def unwrap_response(
         self,
@@ -376,7 +384,7 @@ class ClientBinding:
         if self.mode is Mode.EXPORT:
             return self._wrap(b"")
         self.session.close()
-        return self._message(self.session.data_to_send()), -1
+        return self._message(_joined(self.session.data_to_send())), -1
 
     def closed(self, token: int, status: int, headers: Mapping[str, str], body: bytes) -> None:
         """Check the service's answer to ``close`` (it confirms the session ended)."""
@@ -384,3 +392,8 @@ class ClientBinding:
             self._unwrap(token, status, headers, body)
         else:
             self._accept(status, headers, body)
+
+
+def _joined(out: bytes | list[bytes]) -> bytes:
+    """One body from a TLS flight or a DTLS flight's datagrams (whole records, in order)."""
+    return out if isinstance(out, bytes) else b"".join(out)

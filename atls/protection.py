@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .config import Mode, Role
 from .errors import ATLSError
 from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_keys
-from .session import ATLSSession
+from .session import TLSSessionBase
 
 CONTENT_CODING = "aes128gcm"
 RECORD_SIZE = 16384
@@ -137,7 +137,7 @@ Protector = ClientProtector | ServerProtector
 
 
 def start_key_export(
-    session: ATLSSession, settings: ExporterSettings | None, mode: Mode
+    session: TLSSessionBase, settings: ExporterSettings | None, mode: Mode
 ) -> tuple[ExportedKeys | None, Protector | None]:
     """The one key-export setup both ends run when their handshake completes.
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from atls.dtls import AnySession, DTLSContext, DTLSSession
 from atls.errors import Refusal
 from atls.http_binding import ClientBinding, Mode, OutgoingMessage, Variant
 from atls.inner_http import InnerRequest, InnerResponse
@@ -138,9 +139,13 @@ class _ClientBase:
         server_name: str | None = None,
         retries: int = 0,
         backoff: float = 0.25,
+        dtls: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.context = tls if isinstance(tls, TLSContext) else tls.build()
+        if isinstance(tls, TLSContext):
+            self.context = tls  # a DTLSContext runs DTLS sessions
+        else:
+            self.context = DTLSContext(tls) if dtls else tls.build()
         self.mode = mode
         self.variant = variant
         self.exporter = exporter
@@ -168,7 +173,11 @@ class _ClientBase:
         return self.backoff * (2**attempt)
 
     def _new_binding(self) -> ClientBinding:
-        session = ATLSSession(self.context, server_name=self.server_name)
+        session: AnySession
+        if isinstance(self.context, DTLSContext):
+            session = DTLSSession(self.context, server_name=self.server_name)
+        else:
+            session = ATLSSession(self.context, server_name=self.server_name)
         self.binding = ClientBinding(
             session, variant=self.variant, mode=self.mode, exporter=self.exporter
         )

@@ -1,0 +1,101 @@
+"""DTLS records in ATLS message bodies, through the server driver, in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from atls.config import Mode
+from atls.dtls import DTLSContext, DTLSSession
+from atls.events import SessionState
+from atls.http_binding import ClientBinding, OutgoingMessage
+from atls.inner_http import InnerRequest
+from atls.records import parse_records
+from atls.server import Coding, Refused, Reply, ServerDriver
+from atls.store import SessionStore
+from tests.conftest import client_config
+from tests.unit.test_server_driver import MemoryService, _request
+
+
+def _connect(pki, service: MemoryService, mode: Mode) -> ClientBinding:
+    session = DTLSSession(DTLSContext(client_config(pki)))
+    binding = ClientBinding(session, mode=mode)
+    message: OutgoingMessage | None = binding.start()
+    while message is not None:
+        message = binding.receive(*service.post(message))
+    assert binding.established and session.state is SessionState.ESTABLISHED
+    return binding
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.value)
+def test_dtls_session_through_the_driver(pki, server_context, mode):
+    driver = ServerDriver(server_context, SessionStore())
+    service = MemoryService(driver)
+    binding = _connect(pki, service, mode)
+    assert binding.session.info.version == "DTLSv1.2"
+    hvr, first = service.outcomes[0], service.outcomes[1]
+    # the HelloVerifyRequest keeps no state; the proven ClientHello opens the session
+    assert isinstance(hvr, Reply) and hvr.entry is None and not hvr.new_session
+    assert parse_records(hvr.body)[0].payload[0] == 3
+    assert isinstance(first, Reply) and first.new_session
+    assert driver.store.sessions == 1 and driver.store.handshakes == 0
+    assert binding.round_trips == 3  # the HelloVerifyRequest, then the two of DTLS 1.2
+    assert _request(binding, service, b"ping").body == b"echo:ping"
+    assert _request(binding, service, b"again").body == b"echo:again"
+
+
+def test_unproven_hellos_take_no_slot(pki, server_context):
+    driver = ServerDriver(server_context, SessionStore())
+    service = MemoryService(driver)
+    for _ in range(50):
+        binding = ClientBinding(DTLSSession(DTLSContext(client_config(pki))), mode=Mode.RECORDS)
+        service.post(binding.start())
+    assert driver.store.handshakes == 0
+
+
+def test_forged_and_replayed_records_are_dropped_and_the_session_goes_on(pki, server_context):
+    driver = ServerDriver(server_context, SessionStore())
+    service = MemoryService(driver)
+    binding = _connect(pki, service, Mode.RECORDS)
+    message, token = binding.wrap_request(InnerRequest("POST", "/echo", [], b"one"))
+    response = binding.unwrap_response(token, "POST", *service.post(message))
+    assert response.body == b"echo:one"
+    # the middlebox replays the request: DTLS's replay window drops it
+    status, _, body = service.post(message)
+    assert (status, body) == (200, b"")
+    # the middlebox forges a record (a flipped bit in the ciphertext): dropped silently
+    forged = bytearray(message.body)
+    forged[-3] ^= 0x10
+    status, _, body = service.post(OutgoingMessage(message.path, message.headers, bytes(forged)))
+    assert (status, body) == (200, b"")
+    assert isinstance(service.outcomes[-1], Reply) and not service.outcomes[-1].closed
+    assert _request(binding, service, b"two").body == b"echo:two"
+    entry = next(iter(driver.store._sessions.values()))
+    assert entry.session is not None and entry.session.state is SessionState.ESTABLISHED
+
+
+def test_a_replayed_handshake_flight_is_dropped(pki, server_context):
+    """The same bytes again (a middlebox's replay, or a naive re-POST) are a DTLS replay.
+
+    So the HTTP binding never re-POSTs a flight: a carrier failure restarts the
+    handshake (the client's retry policy), and the DTLS timer is not run over
+    HTTP. A real DTLS retransmission (``handle_timeout``) re-encrypts under new
+    sequence numbers; that is for datagram transports (CoAP NON).
+    """
+    driver = ServerDriver(server_context, SessionStore())
+    service = MemoryService(driver)
+    session = DTLSSession(DTLSContext(client_config(pki)))
+    binding = ClientBinding(session, mode=Mode.RECORDS)
+    message: OutgoingMessage | None = binding.start()
+    messages = []
+    while message is not None:
+        messages.append(message)
+        message = binding.receive(*service.post(message))
+    status, _, again = service.post(messages[-1])  # Certificate ... Finished, once more
+    assert (status, again) == (200, b"")
+    assert _request(binding, service, b"still").body == b"echo:still"
+
+
+def test_dtls_message_coded_for_export_mode_is_refused_before_the_handshake(pki, server_context):
+    driver = ServerDriver(server_context, SessionStore())
+    outcome = driver.receive(None, Coding.PROTECTED, b"\0" * 40, client="10.0.0.1")
+    assert isinstance(outcome, Refused)
