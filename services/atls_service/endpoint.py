@@ -198,6 +198,8 @@ class ATLSEndpoint:
             mode=outcome.mode.value,
             info=outcome.info,
             exporter_fingerprint=entry.keys.fingerprint if entry.keys else None,
+            keys=entry.keys,
+            identity=entry.identity,
         )
         client = request.client
         response = await dispatch(
