@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from atls.cli_options import add_dtls_arguments, add_profile_arguments, profile_settings
+from atls.dtls import DTLSContext
 from atls.http_binding import Mode, Problem, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError, InnerRequest, InnerResponse
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-version", choices=["1.2", "1.3"], help="pin the ATLS TLS version")
     p.add_argument("--exporter-label", default=DEFAULT_EXPORTER_LABEL)
     p.add_argument("--exporter-context", choices=["absent", "empty"], default="absent")
+    add_profile_arguments(p)
+    add_dtls_arguments(p)
     carrier = p.add_argument_group("carrier (the network connection that carries ATLS)")
     carrier.add_argument("--proxy", help="HTTP forward proxy URL, e.g. http://127.0.0.1:8080")
     carrier.add_argument(
@@ -106,6 +110,7 @@ def _config(args: argparse.Namespace) -> TLSConfig:
         server_name=args.server_name,
         min_version=version or TLSVersion.TLS1_2,
         max_version=version or TLSVersion.TLS1_3,
+        **profile_settings(args),
     )
 
 
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     try:
         with ATLSClient(
             args.url,
-            config,
+            DTLSContext(config, mtu=args.mtu) if args.dtls else config,
             mode=Mode(args.mode),
             variant=Variant.DRAFT00 if args.draft00 else Variant.CURRENT,
             exporter=exporter,
@@ -151,6 +156,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             report["session"] = {
                 "version": info.version,
                 "cipher": info.cipher,
+                "group": info.group,
+                "alpn": info.alpn,
                 "peer": info.peer_subject,
                 "mode": args.mode,
                 "variant": binding.variant.value,

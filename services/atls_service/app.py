@@ -47,6 +47,8 @@ class ServiceSettings:
     voucher_signer: Identity | None = None
     operator_token: str | None = None
     voucher_lifetime: datetime.timedelta = datetime.timedelta(minutes=10)
+    # TLSConfig fields beyond the above: suites, groups, ALPN (atls.cli_options)
+    tls_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
@@ -67,6 +69,7 @@ class ServiceSettings:
             require_client_certificate=self.require_client_certificate,
             min_version=self.min_version,
             max_version=self.max_version,
+            **self.tls_options,
         )
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from atls.cli_options import add_profile_arguments, profile_settings
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIError, init_pki
 from atls.session import TLSVersion
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds a voucher stays valid (default 600)",
     )
+    add_profile_arguments(p.add_argument_group("TLS profile (TLS and DTLS sessions)"))
     p.add_argument("--log-level", default="info")
     return p
 
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             max_version=TLSVersion.parse(args.tls_max),
             operator_token=operator_token(args.operator_token_file or args.pki / "operator-token"),
             voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
+            tls_options=profile_settings(args),
         )
         settings.tls_config()  # refuse bad TLS settings here, with exit 2
     except (PKIError, ValueError, OSError) as exc:
