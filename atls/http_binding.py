@@ -27,7 +27,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from .config import Mode
-from .dtls import AnySession
+from .dtls import AnySession, DTLSSession
 from .errors import ATLSError, Reason, Refusal, SessionStateError, TLSAlertError
 from .events import ApplicationData, CloseNotify
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
@@ -35,7 +35,7 @@ from .keys import ExportedKeys, ExporterSettings
 from .protection import CONTENT_CODING, ClientProtector, start_key_export
 from .server import Coding
 
-__all__ = ["Mode", "Reason", "Refusal", "ServiceRefusedError"]
+__all__ = ["MessageDropped", "Mode", "Reason", "Refusal", "ServiceRefusedError"]
 
 WELL_KNOWN_PATH = "/.well-known/atls"
 LEGACY_PATH = "/atls"
@@ -226,6 +226,16 @@ class Problem:
 ServiceRefusedError = Refusal
 
 
+class MessageDropped(ATLSError):
+    """DTLS records mode: the service answered a request with no records at all.
+
+    Its DTLS record layer dropped the request's records (forged, damaged or
+    replayed in transit), so the request was not served and may be sent again
+    in fresh records. (An answer whose records this side drops is not this:
+    the request was served, and is not sent again.)
+    """
+
+
 # ---------------------------------------------------------------------------
 # Client side
 
@@ -266,6 +276,7 @@ class ClientBinding:
         self.keys: ExportedKeys | None = None
         self._protector: ClientProtector | None = None
         self.round_trips = 0
+        self.dropped = 0  # DTLS records mode: requests the service's DTLS dropped
         self._finished = False
         self._closed = False
 
@@ -366,6 +377,9 @@ class ClientBinding:
         if self.mode is Mode.EXPORT:
             assert self._protector is not None
             return self._protector.open_response(token, payload)
+        if not payload and isinstance(self.session, DTLSSession):
+            self.dropped += 1
+            raise MessageDropped("the service's DTLS dropped the request's records; not served")
         events = self.session.receive_data(payload)
         if any(isinstance(e, CloseNotify) for e in events):
             raise SessionStateError("the service closed the ATLS session")

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from atls.cacerts import BundleError, decode_cacerts, vouched_anchors
+from atls.dtls import DEFAULT_MTU, DTLSContext
 from atls.http_binding import Mode, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError
 from atls.pki import Identity, device_serial
@@ -80,6 +81,10 @@ class BootstrapConfig:
     app_path: str = "/api/hello"
     # Anchors the device ships with for *network* TLS; default: the vendor anchor.
     factory_anchors_pem: bytes | None = None
+    # TLSConfig fields for the ATLS session: suites, groups, ALPN (atls.cli_options)
+    tls_options: dict[str, Any] = field(default_factory=dict)
+    dtls: bool = False  # the ATLS session is DTLS 1.2 (records in the HTTP bodies)
+    mtu: int = DEFAULT_MTU
 
 
 @dataclass
@@ -262,13 +267,14 @@ class Bootstrap:
             identity=self.config.identity,
             trust_anchors=self.config.vendor_anchor_pem,
             server_name=self.config.server_name,
+            **self.config.tls_options,
         )
         carrier = CarrierSettings(
             proxy=self.config.proxy, network_tls_verify=False, timeout=self.config.timeout
         )
         return ATLSClient(
             self.config.service_url,
-            tls,
+            DTLSContext(tls, mtu=self.config.mtu) if self.config.dtls else tls,
             mode=self.config.mode,
             variant=self.config.variant,
             carrier=carrier,

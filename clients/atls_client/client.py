@@ -24,7 +24,7 @@ import httpx
 
 from atls.dtls import AnySession, DTLSContext, DTLSSession
 from atls.errors import Refusal
-from atls.http_binding import ClientBinding, Mode, OutgoingMessage, Variant
+from atls.http_binding import ClientBinding, MessageDropped, Mode, OutgoingMessage, Variant
 from atls.inner_http import InnerRequest, InnerResponse
 from atls.keys import ExporterSettings
 from atls.session import (
@@ -257,11 +257,21 @@ class ATLSClient(_ClientBase):
 
     def request_inner(self, request: InnerRequest) -> InnerResponse:
         binding = self._require_binding()
-        message, token = binding.wrap_request(request)
-        response = self._post(message)
-        return binding.unwrap_response(
-            token, request.method, response.status_code, _headers(response), response.content
-        )
+        for attempt in range(self.retries + 1):
+            message, token = binding.wrap_request(request)
+            response = self._post(message)
+            try:
+                return binding.unwrap_response(
+                    token,
+                    request.method,
+                    response.status_code,
+                    _headers(response),
+                    response.content,
+                )
+            except MessageDropped:  # DTLS dropped it unserved: send it again in fresh records
+                if attempt >= self.retries:
+                    raise
+        raise AssertionError("unreachable")
 
 
 class AsyncATLSClient(_ClientBase):
@@ -332,11 +342,21 @@ class AsyncATLSClient(_ClientBase):
         binding = self._require_binding()
         serialize = self._records_lock if binding.mode is Mode.RECORDS else None
         async with serialize or contextlib.nullcontext():
-            message, token = binding.wrap_request(request)
-            response = await self._post(message)
-            return binding.unwrap_response(
-                token, request.method, response.status_code, _headers(response), response.content
-            )
+            for attempt in range(self.retries + 1):
+                message, token = binding.wrap_request(request)
+                response = await self._post(message)
+                try:
+                    return binding.unwrap_response(
+                        token,
+                        request.method,
+                        response.status_code,
+                        _headers(response),
+                        response.content,
+                    )
+                except MessageDropped:  # dropped unserved by DTLS: send again
+                    if attempt >= self.retries:
+                        raise
+        raise AssertionError("unreachable")
 
 
 class ATLSTransport(httpx.BaseTransport):

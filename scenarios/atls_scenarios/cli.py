@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
             devices = find_scenario(args.scenario).devices
             extra = " --draft00" if devices.variant == "draft-00" else ""
+            extra += f" --profile {devices.profile}" + (" --dtls" if devices.dtls else "")
             print(
                 f"--mode {devices.mode} --retries {devices.retries} --backoff 0.1 "
                 f"--timeout {devices.timeout:g}{extra}"

@@ -156,6 +156,7 @@ class LocalEngine:
                 argv += ["--proxy", proxy]
             if sc.devices.variant == "draft-00":
                 argv.append("--draft00")
+            argv += ["--profile", sc.devices.profile] + (["--dtls"] if sc.devices.dtls else [])
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=DEVICE_TIMEOUT)
             except subprocess.TimeoutExpired:

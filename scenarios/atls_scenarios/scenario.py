@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from atls.config import PROFILES
 from atls_policy.policy import PolicyError, parse_policy
 
 STEP_STATES = ("ok", "failed", "skipped")
@@ -61,6 +62,8 @@ class Devices:
     retries: int = 2
     parallel: int = 8
     timeout: float = 10.0
+    dtls: bool = False  # the ATLS session runs DTLS 1.2 (records in the HTTP bodies)
+    profile: str = "default"  # TLS profile (atls.config.PROFILES), e.g. constrained
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,10 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{source}: devices.variant is 'current' or 'draft-00'")
     if devices.mode not in ("export", "records"):
         raise ScenarioError(f"{source}: devices.mode is 'export' or 'records'")
+    if not isinstance(devices.dtls, bool):
+        raise ScenarioError(f"{source}: devices.dtls must be true or false")
+    if devices.profile not in PROFILES:
+        raise ScenarioError(f"{source}: devices.profile is one of {', '.join(PROFILES)}")
     policy_text = yaml.safe_dump(data.get("policy") or {"default": "allow"})
     try:
         parse_policy(policy_text, f"{source}: policy")
