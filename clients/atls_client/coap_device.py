@@ -259,3 +259,153 @@ class CoAPDevice:
 
 def _text(code: Code) -> str:
     return f"{int(code) >> 5}.{int(code) & 0x1F:02d}"
+
+
+# ---------------------------------------------------------------------------
+# The constrained device's run: handshake, OSCORE, readings, a replay
+
+EXIT_OK, EXIT_USAGE, EXIT_CARRIER, EXIT_TLS, EXIT_REFUSED = 0, 2, 3, 4, 5
+EXIT_READINGS, EXIT_REPLAY_ACCEPTED = 11, 12
+COAP_EXIT_CODES = {
+    EXIT_OK: "handshake, OSCORE readings and the replay check all as expected",
+    EXIT_USAGE: "usage or configuration",
+    EXIT_CARRIER: "the gateway did not answer",
+    EXIT_TLS: "the ATLS session failed (TLS alert, bad flight)",
+    EXIT_REFUSED: "the gateway, the middlebox or the service refused (CoAP error)",
+    EXIT_READINGS: "an OSCORE reading was not accepted",
+    EXIT_REPLAY_ACCEPTED: "a replayed reading was accepted",
+}
+
+
+@dataclass
+class ConstrainedRun:
+    gateway: str
+    tls: TLSConfig
+    device: str
+    mode: Mode = Mode.EXPORT
+    dtls: bool = False
+    exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    readings: int = 3
+    canary: str = ""
+    replay: bool = True
+    timeout: float = 10.0
+    retries: int = 2
+
+
+async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any]:
+    """The whole device story; returns its report (``exit_code`` included)."""
+    import time
+
+    report: dict[str, Any] = {
+        "device": run.device,
+        "gateway": run.gateway,
+        "transport": "dtls" if run.dtls else "tls",
+        "mode": run.mode.value,
+        "steps": {},
+        "attempts": 0,
+    }
+
+    def step(name: str, status: str, started: float, detail: str, **extra: Any) -> None:
+        report["steps"][name] = {
+            "status": status,
+            "ms": round((time.monotonic() - started) * 1000, 1),
+            "detail": detail,
+            **extra,
+        }
+        if say:
+            say(f"[{run.device}] {name:<10} {status:<7} {detail}")
+
+    def fail(code: int, name: str, started: float, error: BaseException | str) -> dict[str, Any]:
+        step(name, "failed", started, str(error))
+        report["exit_code"] = code
+        report["error"] = f"{name}: {error}"
+        return report
+
+    async with CoAPDevice(
+        run.gateway,
+        run.tls,
+        mode=run.mode,
+        dtls=run.dtls,
+        exporter=run.exporter,
+        timeout=run.timeout,
+    ) as device:
+        started = time.monotonic()
+        for attempt in range(run.retries + 1):
+            report["attempts"] = attempt + 1
+            device.stats = FlightStats()
+            try:
+                info = await device.handshake()
+                break
+            except CoAPCarrierError as exc:
+                error: BaseException = exc
+                code = EXIT_CARRIER
+            except TLSAlertError as exc:
+                return fail(EXIT_TLS, "handshake", started, exc)
+            except Refusal as exc:
+                if not exc.transient:
+                    return fail(EXIT_REFUSED, "handshake", started, exc)
+                error, code = exc, EXIT_REFUSED
+            except Exception as exc:  # noqa: BLE001 - a bad flight from the peer
+                return fail(EXIT_TLS, "handshake", started, exc)
+            await asyncio.sleep(0.25 * 2**attempt)
+        else:
+            return fail(code, "handshake", started, error)
+        report["flights"] = device.stats.to_dict()
+        step(
+            "handshake",
+            "ok",
+            started,
+            f"{info.version} {info.cipher} with {info.peer_subject}, "
+            f"flights up {device.stats.up} down {device.stats.down} bytes",
+            version=info.version,
+            cipher=info.cipher,
+        )
+        if run.mode is not Mode.EXPORT:
+            report["exit_code"] = EXIT_OK
+            return report
+        started = time.monotonic()
+        try:
+            ids = await device.setup_oscore()
+        except CoAPCarrierError as exc:
+            return fail(EXIT_CARRIER, "oscore", started, exc)
+        except Refusal as exc:
+            return fail(EXIT_REFUSED, "oscore", started, exc)
+        report["oscore"] = ids
+        step(
+            "oscore",
+            "ok",
+            started,
+            f"{ids['aead']}, HKDF {ids['hkdf']}, label {ids['label']}, sender "
+            f"{ids['recipient_id']} recipient {ids['device_recipient_id']}",
+        )
+        started = time.monotonic()
+        codes: list[str] = []
+        last: Reading | None = None
+        for n in range(run.readings):
+            payload = {"device": run.device, "n": n, "temperature": 20.0 + n / 10}
+            if run.canary:
+                payload["canary"] = run.canary
+            try:
+                last = await device.send_reading(payload)
+            except CoAPCarrierError as exc:
+                return fail(EXIT_CARRIER, "readings", started, exc)
+            codes.append(last.code)
+        report["reading_codes"] = codes
+        if any(c != "2.04" for c in codes):
+            bad = next(c for c in codes if c != "2.04")
+            detail = last.payload[:200].decode("utf-8", "replace") if last else ""
+            return fail(EXIT_READINGS, "readings", started, f"answered {bad}: {detail}")
+        step("readings", "ok", started, f"{len(codes)} OSCORE readings answered 2.04")
+        if run.replay and last is not None:
+            started = time.monotonic()
+            try:
+                replay_code, payload_back = await device.replay(last.outer)
+            except CoAPCarrierError as exc:
+                return fail(EXIT_CARRIER, "replay", started, exc)
+            report["replay_code"] = replay_code
+            text = payload_back[:200].decode("utf-8", "replace")
+            if replay_code.startswith("2."):
+                return fail(EXIT_REPLAY_ACCEPTED, "replay", started, f"accepted ({replay_code})")
+            step("replay", "ok", started, f"refused as expected: {replay_code} {text}")
+    report["exit_code"] = EXIT_OK
+    return report
