@@ -15,6 +15,7 @@ rules:
       sni: atls-service        # glob
       direction: request       # request | response
       flight: 1                # the session's n-th flight (1-based)
+      transport: coap          # http (the HTTP middlebox) | coap (the UDP middlebox)
     action: block              # allow | block | audit | limit | fault | mark
     status: 403
 ```
@@ -60,6 +61,7 @@ class Action(enum.Enum):
 VARIANTS = ("current", "draft-00", "unlabelled")
 VARIANT_ALIASES = {"labelled": "current", "legacy": "draft-00"}  # names before 0.2
 DIRECTIONS = ("request", "response")
+TRANSPORTS = ("http", "coap")  # which middlebox saw the flight: HTTP, or CoAP datagrams
 FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
 
 
@@ -78,6 +80,7 @@ class FlightContext:
     sni: str | None = None
     body_bytes: int = 0
     session_bytes: int = 0  # the session's bytes before this flight
+    transport: str = "http"
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Match:
     snis: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     flights: tuple[int, ...] = ()
+    transports: tuple[str, ...] = ()
 
     def matches(self, ctx: FlightContext) -> bool:
         if self.clients:
@@ -113,6 +117,8 @@ class Match:
         if self.snis and (ctx.sni is None or not _glob_any(ctx.sni, self.snis)):
             return False
         if self.directions and ctx.direction not in self.directions:
+            return False
+        if self.transports and ctx.transport not in self.transports:
             return False
         return not self.flights or ctx.flight in self.flights
 
@@ -405,6 +411,7 @@ class _Parser:
                 "sni",
                 "direction",
                 "flight",
+                "transport",
             },
         )
 
@@ -442,6 +449,12 @@ class _Parser:
                 raw.get("flight"),
                 self._positive,
                 "is not a flight number (1, 2, ...)",
+            ),
+            transports=self._list(
+                f"{where}.transport",
+                raw.get("transport"),
+                self._choice(TRANSPORTS),
+                "is not 'http' or 'coap'",
             ),
         )
 
