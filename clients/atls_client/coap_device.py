@@ -301,17 +301,21 @@ async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any
         "gateway": run.gateway,
         "transport": "dtls" if run.dtls else "tls",
         "mode": run.mode.value,
-        "steps": {},
+        "steps": [],  # as the bootstrap report: [{name, ok, ms, detail}]
         "attempts": 0,
+        "handshake_attempts": 0,
     }
 
     def step(name: str, status: str, started: float, detail: str, **extra: Any) -> None:
-        report["steps"][name] = {
-            "status": status,
-            "ms": round((time.monotonic() - started) * 1000, 1),
-            "detail": detail,
-            **extra,
-        }
+        report["steps"].append(
+            {
+                "name": name,
+                "ok": status == "ok",
+                "ms": round((time.monotonic() - started) * 1000, 1),
+                "detail": detail,
+                **extra,
+            }
+        )
         if say:
             say(f"[{run.device}] {name:<10} {status:<7} {detail}")
 
@@ -319,6 +323,7 @@ async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any
         step(name, "failed", started, str(error))
         report["exit_code"] = code
         report["error"] = f"{name}: {error}"
+        report["result"] = "failed"
         return report
 
     async with CoAPDevice(
@@ -331,7 +336,7 @@ async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any
     ) as device:
         started = time.monotonic()
         for attempt in range(run.retries + 1):
-            report["attempts"] = attempt + 1
+            report["attempts"] = report["handshake_attempts"] = attempt + 1
             device.stats = FlightStats()
             try:
                 info = await device.handshake()
@@ -362,6 +367,7 @@ async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any
         )
         if run.mode is not Mode.EXPORT:
             report["exit_code"] = EXIT_OK
+            report["result"] = "established"
             return report
         started = time.monotonic()
         try:
@@ -408,4 +414,5 @@ async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any
                 return fail(EXIT_REPLAY_ACCEPTED, "replay", started, f"accepted ({replay_code})")
             step("replay", "ok", started, f"refused as expected: {replay_code} {text}")
     report["exit_code"] = EXIT_OK
+    report["result"] = "readings-sent"
     return report

@@ -39,7 +39,7 @@ from atls_policy.policy import PolicyError, parse_policy
 STEP_STATES = ("ok", "failed", "skipped")
 # Applied after the operator step, before any device starts (both engines).
 FAULTS = ("restart-middlebox", "middlebox-unreachable")
-RESULTS = ("bootstrapped", "not-needed", "failed")
+RESULTS = ("bootstrapped", "not-needed", "failed", "readings-sent", "established")
 
 
 class ScenarioError(ValueError):
@@ -52,6 +52,9 @@ class Topology:
     forward_proxy: bool = False
     register_domain: bool = True
     claim_devices: bool = True
+    # constrained: devices speak CoAP to atls-gateway, which forwards over HTTP
+    gateway: bool = False
+    udp_middlebox: bool = False  # mitmdump UDP mode + the CoAP addon in front of the gateway
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Devices:
     timeout: float = 10.0
     dtls: bool = False  # the ATLS session runs DTLS 1.2 (records in the HTTP bodies)
     profile: str = "default"  # TLS profile (atls.config.PROFILES), e.g. constrained
+    readings: int = 3  # CoAP devices: OSCORE readings after the handshake
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,10 @@ def load_scenario(path: Path) -> Scenario:
             "audit",
             "service_events",
             "service_healthy",
+            "canary_unseen",
+            "canary_delivered",
+            "replay_refused",
+            "coap_audit",
         },
     )
     for step, state in (expect.get("steps") or {}).items():
@@ -178,6 +186,8 @@ def load_scenario(path: Path) -> Scenario:
     if not isinstance(faults, list) or any(f not in FAULTS for f in faults):
         raise ScenarioError(f"{source}: faults is a list of {', '.join(FAULTS)}")
     topology = Topology(**topo)
+    if topology.udp_middlebox and not topology.gateway:
+        raise ScenarioError(f"{source}: udp_middlebox sits in front of the gateway: set gateway")
     if faults and not topology.middlebox:
         raise ScenarioError(f"{source}: faults act on the middlebox; this topology has none")
     return Scenario(

@@ -122,9 +122,10 @@ class ReadingsResource(coap_resource.Resource):
     the check is here: an unprotected or unauthenticated request gets 4.01.
     """
 
-    def __init__(self, readings: deque[dict[str, Any]]) -> None:
+    def __init__(self, readings: deque[dict[str, Any]], record: Any = None) -> None:
         super().__init__()
         self.readings = readings
+        self.record = record
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
         return False
@@ -148,6 +149,8 @@ class ReadingsResource(coap_resource.Resource):
                 payload=f"this session is {claims[0]}, not {claimed}".encode(),
             )
         self.readings.append({"device": claims[0], "reading": reading, "time": time.time()})
+        if self.record is not None:  # the canary, when a test put one in, proves arrival
+            self.record("oscore-reading", serial=claims[0], canary=reading.get("canary"))
         return aiocoap.Message(
             code=Code.CHANGED, payload=json.dumps({"stored": len(self.readings)}).encode()
         )
@@ -166,7 +169,7 @@ class OSCOREService:
         self.contexts = contexts or OSCOREContexts()
         self.readings: deque[dict[str, Any]] = deque(maxlen=MAX_READINGS)
         self.resources: dict[tuple[str, ...], coap_resource.Resource] = {
-            ("readings",): ReadingsResource(self.readings)
+            ("readings",): ReadingsResource(self.readings, record)
         }
         self.record = record  # the registry's event recorder, when there is one
         self.counters: dict[str, int] = {}
@@ -276,8 +279,6 @@ class OSCOREService:
         response.direction = Direction.OUTGOING
         protected, _ = security.context_for_response().protect(response, request_id)
         self._count("oscore_requests")
-        if self.record is not None and response.code.is_successful():
-            self.record("oscore-request", serial=entry.identity, path="/".join(inner.opt.uri_path))
         option_out = base64.urlsafe_b64encode(bytes(protected.opt.oscore or b"")).rstrip(b"=")
         return Response(
             protected.payload,
