@@ -152,6 +152,32 @@ def error_datagram(request: aiocoap.Message, code: Code, text: str) -> bytes:
     return answer.encode()
 
 
+def inject(flow: Any, *, to_client: bool, data: bytes) -> bool:
+    """Send a datagram on a UDP flow's connection, as ``inject.udp`` would.
+
+    mitmproxy 12.3's ``inject.udp`` looks UDP connections up by (peername,
+    sockname) while the servers register them by client id, so the command
+    always answers "Flow is not from a live connection"; this goes to the
+    registered handler directly, with the same injected event.
+    """
+    from mitmproxy import ctx, udp  # noqa: PLC0415
+    from mitmproxy.proxy.layers.udp import UdpMessageInjected  # noqa: PLC0415
+
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+    if handler is None:
+        logger.warning("no live UDP connection for %s: cannot inject", flow.client_conn.peername)
+        return False
+    event = UdpMessageInjected(flow, udp.UDPMessage(not to_client, data))
+    task = asyncio.ensure_future(handler.server_event(event))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+    return True
+
+
+_pending: set[asyncio.Future[Any]] = set()
+
+
 class ATLSCoAP:
     """mitmproxy addon for UDP mode: recognise, log and police ATLS over CoAP."""
 
@@ -277,8 +303,9 @@ class ATLSCoAP:
             if message.from_client:
                 message.content = b""
                 reply = error_datagram(view.message, Code.FORBIDDEN, text)
-                ctx.master.commands.call("inject.udp", flow, True, reply)
-                return "dropped; 4.03 sent to the device"
+                if inject(flow, to_client=True, data=reply):
+                    return "dropped; 4.03 sent to the device"
+                return "dropped (no connection to answer on)"
             answer = view.message.copy(code=Code.FORBIDDEN, payload=text.encode())
             for number in list(answer.opt._options):  # the answer is a bare error
                 answer.opt.delete_option(number)
@@ -311,6 +338,6 @@ class ATLSCoAP:
             await asyncio.sleep(fault.seconds)
             return "delayed"
         if kind == "duplicate":
-            ctx.master.commands.call("inject.udp", flow, not message.from_client, message.content)
+            inject(flow, to_client=not message.from_client, data=message.content)
             return "duplicated"
         return f"fault {kind} applies to HTTP bodies only: passed"

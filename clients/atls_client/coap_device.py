@@ -33,7 +33,7 @@ from atls.coap_binding import (
 )
 from atls.config import Mode, TLSConfig
 from atls.dtls import DTLSContext, DTLSSession
-from atls.errors import Reason, Refusal, TLSAlertError
+from atls.errors import IncompleteFlightError, NotTLSError, Reason, Refusal, TLSAlertError
 from atls.events import SessionInfo
 from atls.http_binding import MEDIA_TYPE, MODE_HEADER, ClientBinding, OutgoingMessage
 from atls.inner_http import InnerRequest, InnerResponse
@@ -42,6 +42,8 @@ from atls.oscore import ATLSSecurityContext
 from atls.protection import CONTENT_CODING
 from atls.server import Coding
 from atls.session import ATLSSession
+
+from .client import retryable
 
 
 class CoAPCarrierError(Exception):
@@ -344,15 +346,19 @@ async def run_constrained(run: ConstrainedRun, say: Any = None) -> dict[str, Any
             except CoAPCarrierError as exc:
                 error: BaseException = exc
                 code = EXIT_CARRIER
-            except TLSAlertError as exc:
-                return fail(EXIT_TLS, "handshake", started, exc)
+            except (TLSAlertError, IncompleteFlightError, NotTLSError) as exc:
+                # damage in transit gets a fresh handshake, as over HTTP; verdicts do not
+                if not retryable(exc):
+                    return fail(EXIT_TLS, "handshake", started, exc)
+                error, code = exc, EXIT_TLS
             except Refusal as exc:
                 if not exc.transient:
                     return fail(EXIT_REFUSED, "handshake", started, exc)
                 error, code = exc, EXIT_REFUSED
             except Exception as exc:  # noqa: BLE001 - a bad flight from the peer
                 return fail(EXIT_TLS, "handshake", started, exc)
-            await asyncio.sleep(0.25 * 2**attempt)
+            if attempt < run.retries:
+                await asyncio.sleep(0.25 * 2**attempt)
         else:
             return fail(code, "handshake", started, error)
         report["flights"] = device.stats.to_dict()
