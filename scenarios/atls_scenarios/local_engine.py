@@ -8,6 +8,7 @@ device serials through the service's operator API, as a domain operator would.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import secrets
 import subprocess
@@ -290,13 +291,18 @@ class LocalEngine:
 _NOT_OBSERVERS = ("pki", "devices", "stores")
 
 
-def search_canary(run_dir: Path, canary: str) -> tuple[list[str], list[str]]:
+def search_canary(
+    run_dir: Path, canary: str, exclude: tuple[str, ...] = ("service.log",)
+) -> tuple[list[str], list[str]]:
+    """Files under ``run_dir`` holding ``canary``, and the files searched."""
     needle = canary.encode()
     hits: list[str] = []
     searched: list[str] = []
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
-        if not path.is_file() or rel.parts[0] in _NOT_OBSERVERS or path.name == "service.log":
+        if not path.is_file() or rel.parts[0] in _NOT_OBSERVERS:
+            continue
+        if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in exclude):
             continue
         searched.append(str(rel))
         try:
