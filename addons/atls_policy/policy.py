@@ -588,7 +588,7 @@ class _Parser:
     @staticmethod
     def _tls_version(value: Any) -> str | None:
         version = TLSVersion.parse(value)  # ValueError: reported with the place
-        return version.label if version <= TLSVersion.TLS1_3 else None
+        return version.label  # "1.2", "1.3", "DTLS 1.2": as observe names offered versions
 
     @staticmethod
     def _variant(value: Any) -> str | None:

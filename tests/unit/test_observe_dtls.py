@@ -69,3 +69,21 @@ def test_hostile_dtls_fragments_never_raise(pki):
     for payload in (b"\x01\xff\xff\xff\0\0\0\0\0\0\0\x04abcd", b"\x01" * 40, b"\x03\0\0\x01" * 8):
         summary = summarize(header + len(payload).to_bytes(2) + payload)
         assert summary.client_hello is None
+
+
+def test_policies_match_dtls_sessions(pki):
+    from atls_policy.policy import FlightContext, PolicyState, parse_policy
+
+    policy = parse_policy(
+        "rules:\n  - {id: no-dtls, action: block, match: {tls_versions: [dtls1.2]}}\n"
+    )
+    _, _, flights = _transcript(pki)
+    offered = frozenset(summarize(flights[0]).offered_versions)
+    assert offered == {"DTLS 1.2"}
+    base = {"client": "10.0.0.5", "host": "svc", "port": 443, "path": "/.well-known/atls"}
+    dtls = FlightContext(**base, variant="current", direction="request", flight=1,
+                         offered_versions=offered)  # fmt: skip
+    tls = FlightContext(**base, variant="current", direction="request", flight=1,
+                        offered_versions=frozenset({"1.3", "1.2"}))  # fmt: skip
+    assert policy.decide(dtls, PolicyState()).rule == "no-dtls"
+    assert policy.decide(tls, PolicyState()).rule == "default"
