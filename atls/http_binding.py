@@ -28,7 +28,14 @@ from typing import Any
 
 from .config import Mode
 from .dtls import AnySession, DTLSSession
-from .errors import ATLSError, Reason, Refusal, SessionStateError, TLSAlertError
+from .errors import (
+    ATLSError,
+    IncompleteFlightError,
+    Reason,
+    Refusal,
+    SessionStateError,
+    TLSAlertError,
+)
 from .events import ApplicationData, CloseNotify
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
 from .keys import ExportedKeys, ExporterSettings
@@ -341,6 +348,12 @@ class ClientBinding:
         if out:
             return self._message(out)
         if not self.session.handshake_complete:
+            if isinstance(self.session, DTLSSession):
+                # DTLS dropped records of the answer (damaged or forged in transit): a
+                # fresh handshake may succeed, as after a damaged TLS flight
+                raise IncompleteFlightError(
+                    "DTLS dropped records of the service's handshake flight (damaged in transit)"
+                )
             raise SessionStateError("handshake stalled: nothing to send and not complete")
         self._finished = True
         self.keys, protector = start_key_export(self.session, self.exporter, self.mode)

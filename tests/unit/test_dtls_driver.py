@@ -6,12 +6,14 @@ import pytest
 
 from atls.config import Mode
 from atls.dtls import DTLSContext, DTLSSession
+from atls.errors import IncompleteFlightError
 from atls.events import SessionState
 from atls.http_binding import ClientBinding, OutgoingMessage
 from atls.inner_http import InnerRequest
 from atls.records import parse_records
 from atls.server import Coding, Refused, Reply, ServerDriver
 from atls.store import SessionStore
+from atls_client.client import retryable
 from tests.conftest import client_config
 from tests.unit.test_server_driver import MemoryService, _request
 
@@ -99,3 +101,18 @@ def test_dtls_message_coded_for_export_mode_is_refused_before_the_handshake(pki,
     driver = ServerDriver(server_context, SessionStore())
     outcome = driver.receive(None, Coding.PROTECTED, b"\0" * 40, client="10.0.0.1")
     assert isinstance(outcome, Refused)
+
+
+def test_a_handshake_answer_forged_in_transit_is_a_retryable_failure(pki, server_context):
+    """DTLS drops the forged Finished; the client cannot go on and says so (retryable)."""
+    driver = ServerDriver(server_context, SessionStore())
+    service = MemoryService(driver)
+    binding = ClientBinding(DTLSSession(DTLSContext(client_config(pki))), mode=Mode.RECORDS)
+    message: OutgoingMessage | None = binding.start()
+    with pytest.raises(IncompleteFlightError, match="DTLS dropped"):
+        while message is not None:
+            status, headers, body = service.post(message)
+            if binding.round_trips == 2:  # the last answer: ChangeCipherSpec, Finished
+                body = body[:-1] + bytes([body[-1] ^ 1])
+            message = binding.receive(status, headers, body)
+    assert retryable(IncompleteFlightError("x"))
