@@ -7,6 +7,7 @@ import pytest
 from atls.dtls import DTLSContext
 from atls.http_binding import MEDIA_TYPE, SESSION_COOKIE, Mode, OutgoingMessage
 from atls_client.client import ATLSClient, CarrierSettings
+from atls_scenarios.processes import ServiceProcess
 from tests.conftest import client_config
 from tests.integration.conftest import raw_http
 
@@ -93,3 +94,30 @@ def test_a_request_forged_in_transit_is_sent_again(pki, service):
         client._post = forging  # type: ignore[method-assign]
         assert client.http.post("/api/echo", content=b"once").content == b"once"
         assert forged and client.binding and client.binding.dropped == 1
+
+
+@pytest.fixture(scope="module")
+def constrained_service(pki, logs):
+    with ServiceProcess(
+        pki.root, logs / "constrained", extra_args=["--profile", "constrained"]
+    ) as s:
+        yield s
+
+
+def test_service_profile_pins_suites_and_groups(pki, constrained_service):
+    url = constrained_service.url
+    carrier = CarrierSettings(network_tls_verify=pki.vendor_ca_cert)
+    # a default client: its hybrid key share is refused (HelloRetryRequest to P-256)
+    with ATLSClient(url, client_config(pki, server_name="127.0.0.1"), carrier=carrier) as client:
+        info = client.handshake()
+        assert info.cipher == "TLS_AES_128_GCM_SHA256" and info.group == "secp256r1"
+        assert client.binding and client.binding.round_trips == 3
+    # a constrained client: CCM, P-256 straight away, in DTLS too
+    config = client_config(pki, server_name="127.0.0.1").with_profile("constrained")
+    with ATLSClient(url, config, carrier=carrier) as client:
+        info = client.handshake()
+        assert info.cipher == "TLS_AES_128_CCM_SHA256" and info.group == "secp256r1"
+        assert client.binding and client.binding.round_trips == 2
+    with ATLSClient(url, DTLSContext(config), carrier=carrier) as client:
+        assert client.handshake().cipher == "ECDHE-ECDSA-AES128-CCM"
+        assert client.http.get("/api/hello").status_code == 200
