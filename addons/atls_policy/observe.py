@@ -142,7 +142,8 @@ class FlightSummary:
         for record, (epoch, sequence) in zip(data["records"], self.dtls, strict=False):
             record.update(epoch=epoch, seq=sequence)
         del data["dtls"]
-        return {k: v for k, v in data.items() if v not in (None, [], 0) or k == "bytes"}
+        kept = ("bytes", "cookie_length")  # a DTLS cookie of length 0 is worth saying
+        return {k: v for k, v in data.items() if v not in (None, [], 0) or k in kept and v == 0}
 
     def one_line(self) -> str:
         parts = [f"{len(self.records)} {'DTLS ' if self.dtls else ''}records, {self.bytes} B"]

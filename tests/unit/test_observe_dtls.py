@@ -87,3 +87,33 @@ def test_policies_match_dtls_sessions(pki):
                         offered_versions=frozenset({"1.3", "1.2"}))  # fmt: skip
     assert policy.decide(dtls, PolicyState()).rule == "no-dtls"
     assert policy.decide(tls, PolicyState()).rule == "default"
+
+
+async def test_the_addon_sees_and_marks_dtls_flights(pki, tmp_path):
+    import json
+
+    from tests.unit.test_addon import atls_flow, chain, with_response, write_policy
+
+    _, _, flights = _transcript(pki)
+    policy = write_policy(
+        tmp_path,
+        "rules:\n  - {id: dtls, action: mark, mark: ':eyes:', match: {tls_versions: [dtls1.2]}}\n",
+    )
+    audit_log = tmp_path / "audit.jsonl"
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy), atls_audit_log=str(audit_log))
+        flow = atls_flow(flights[0])
+        await a.request(flow)
+        assert flow.response is None
+        with_response(flow, flights[1])  # HelloVerifyRequest: no session cookie yet
+        await a.response(flow)
+        assert flow.marked == ":eyes:"
+        assert "ClientHello[DTLS 1.2 sni=atls-service" in flow.comment
+        assert "DTLS records" in flow.comment
+        smuggled = atls_flow(flights[2], path="/upload", content_type="application/octet-stream")
+        await a.request(smuggled)
+        assert smuggled.metadata["atls"]["variant"] == "unlabelled"
+    lines = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    first = lines[0]["summary"]
+    assert first["cookie_length"] == 0 and first["records"][0]["epoch"] == 0
+    assert lines[1]["summary"]["handshake"] == ["hello_verify_request"]
