@@ -43,7 +43,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
-from .config import Mode
+from .config import Mode, TLSVersion
 from .dtls import AnySession, DTLSContext, DTLSSession
 from .errors import (
     IncompleteFlightError,
@@ -135,8 +135,11 @@ class ServerDriver:
         self.tls = tls
         self.store = store or SessionStore()
         self.exporter = exporter or ExporterSettings()
-        # DTLS sessions share the TLS settings (identity, trust, suites, groups)
-        self.dtls = dtls or DTLSContext(tls.config)
+        # DTLS sessions share the TLS settings (identity, trust, suites, groups); DTLS
+        # here is 1.2 only, so a service whose floor is TLS 1.3 takes no DTLS at all
+        if dtls is None and tls.config.min_version <= TLSVersion.TLS1_2:
+            dtls = DTLSContext(tls.config)
+        self.dtls = dtls
 
     # -- input ------------------------------------------------------------------
 
@@ -197,6 +200,14 @@ class ServerDriver:
         if isinstance(not_hello, Refusal):
             return Refused(not_hello)
         if not_hello == "dtls":
+            if self.dtls is None:
+                return Refused(
+                    Refusal(
+                        Reason.NO_HANDSHAKE_TO_START,
+                        "this service takes TLS 1.3 and up; DTLS here is DTLS 1.2 only",
+                        title="DTLS not accepted",
+                    )
+                )
             return self._start_dtls(body, client, mode)
         try:
             entry = self.store.open(ATLSSession(self.tls), client, mode)
@@ -210,6 +221,7 @@ class ServerDriver:
 
     def _start_dtls(self, body: bytes, client: str, mode: Mode) -> Outcome:
         """A DTLS ClientHello: challenge it statelessly; a proven one opens the session."""
+        assert self.dtls is not None
         session = DTLSSession(self.dtls, client_id=client)
         try:
             events = session.receive_flight(body)

@@ -116,3 +116,21 @@ def test_a_handshake_answer_forged_in_transit_is_a_retryable_failure(pki, server
                 body = body[:-1] + bytes([body[-1] ^ 1])
             message = binding.receive(status, headers, body)
     assert retryable(IncompleteFlightError("x"))
+
+
+def test_a_tls13_only_service_takes_no_dtls(pki):
+    from atls.config import Role, TLSConfig, TLSVersion
+    from atls.errors import Reason
+
+    strict = TLSConfig(
+        Role.SERVER,
+        identity=pki.service(),
+        trust_anchors=pki.vendor_ca().cert_pem,
+        min_version=TLSVersion.TLS1_3,
+    ).build()
+    driver = ServerDriver(strict, SessionStore())
+    hello = b"".join(DTLSSession(DTLSContext(client_config(pki))).initiate())
+    outcome = driver.receive(None, Coding.TLS, hello, client="10.0.0.1")
+    assert isinstance(outcome, Refused)
+    assert outcome.refusal.reason is Reason.NO_HANDSHAKE_TO_START
+    assert "DTLS 1.2 only" in outcome.refusal.detail
