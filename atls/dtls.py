@@ -31,7 +31,7 @@ with what datagrams need on top:
 
 DTLS 1.3 (RFC 9147) is in no stack installable here: OpenSSL 4.0 (bundled
 with pyOpenSSL/cryptography) has DTLS 1.2 only, so every DTLS session is
-DTLS 1.2, whatever TLS versions the ``TLSConfig`` names.
+DTLS 1.2; a ``TLSConfig`` whose floor is TLS 1.3 makes no DTLS context.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ class DTLSContext(TLSContext):
     ) -> None:
         if mtu < 256:
             raise ValueError("a DTLS MTU below 256 bytes cannot carry a handshake")
+        if config.min_version > TLSVersion.TLS1_2:
+            raise ValueError(
+                f"DTLS here is DTLS 1.2 only; these settings ask for TLS {config.min_version.label}"
+                " or newer"
+            )
         self.config = config
         self.mtu = mtu
         self.cookies = cookies and config.role is Role.SERVER

@@ -184,3 +184,10 @@ def test_events_report_completion_once(pki, server_dtls):
     transcript = run_datagram_handshake(client, server)
     done = sorted(r for r, e in transcript.events if isinstance(e, HandshakeComplete))
     assert done == ["client", "server"]
+
+
+def test_a_tls13_floor_makes_no_dtls_context(pki):
+    from atls.config import TLSVersion
+
+    with pytest.raises(ValueError, match="DTLS 1.2 only"):
+        DTLSContext(client_config(pki, TLSVersion.TLS1_3))
