@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     report: dict[str, Any] = {"url": args.url}
     try:
         config = _config(args)
+        tls = DTLSContext(config, mtu=args.mtu) if args.dtls else config
         inner = _parse_request(args.request, args.data, args.content_type)
     except (PKIError, ValueError) as exc:
         return EXIT_USAGE, {**report, "error": str(exc), "stage": "config"}
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     try:
         with ATLSClient(
             args.url,
-            DTLSContext(config, mtu=args.mtu) if args.dtls else config,
+            tls,
             mode=Mode(args.mode),
             variant=Variant.DRAFT00 if args.draft00 else Variant.CURRENT,
             exporter=exporter,
