@@ -92,7 +92,7 @@ class ComposeEngine:
         run_dir: Path,
         say: Callable[[str], None] = print,
         middlebox_mode: str = "explicit",
-        image: str = DEFAULT_TAG,
+        image: str | None = None,
     ) -> None:
         if middlebox_mode not in MIDDLEBOX_MODES:
             raise ValueError(f"middlebox mode is one of {MIDDLEBOX_MODES}")
@@ -100,7 +100,7 @@ class ComposeEngine:
         self.run_dir = run_dir.resolve()
         self.say = say
         self.middlebox_mode = middlebox_mode
-        self.image = image
+        self.image = image or os.environ.get("ATLS_IMAGE") or DEFAULT_TAG  # as compose reads it
         # constrained scenarios run CoAP devices (compose/constrained.yml)
         self.device_service = "coap-device" if scenario.topology.gateway else "device"
 

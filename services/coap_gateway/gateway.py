@@ -43,7 +43,7 @@ import aiocoap.resource as resource
 import httpx
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
-from aiocoap.optiontypes import OpaqueOption
+from aiocoap.optiontypes import OpaqueOption, StringOption
 
 from atls.coap_binding import (
     MAX_SESSION_OPTION_LENGTH,
@@ -74,6 +74,31 @@ log = logging.getLogger("atls.gateway")
 OSCORE_MEDIA_TYPE = "application/oscore"
 OSCORE_HEADER = "oscore"
 SERVICE_OSCORE_PATH = "/.well-known/atls-oscore"
+
+
+def _harden_aiocoap() -> None:
+    """Make a non-UTF-8 string option an unparsable message, as any other malformed datagram.
+
+    aiocoap 0.4.17 lets ``UnicodeDecodeError`` escape ``Message.decode`` for a
+    string option (Uri-Path, ...) that is not UTF-8; its UDP transport drops
+    ``UnparsableMessage`` quietly but lets anything else out of the socket
+    callback (a traceback per hostile datagram). Found by the flood test.
+    """
+    original = StringOption.decode
+    if getattr(original, "_atls_hardened", False):
+        return
+
+    def decode(self: StringOption, rawdata: bytes) -> None:
+        try:
+            original(self, rawdata)
+        except UnicodeDecodeError:
+            raise aiocoap.error.UnparsableMessage("string option is not UTF-8") from None
+
+    decode._atls_hardened = True  # type: ignore[attr-defined]
+    StringOption.decode = decode  # type: ignore[method-assign]
+
+
+_harden_aiocoap()
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -46,6 +46,8 @@ def docker_ready() -> None:
         ("tamper", "explicit"),
         ("middlebox-restart", "explicit"),
         ("middlebox-unreachable", "explicit"),
+        ("constrained", "explicit"),
+        ("constrained-coap-blocked", "explicit"),
     ],
     ids=[
         "bootstrap",
@@ -54,6 +56,8 @@ def docker_ready() -> None:
         "tamper",
         "middlebox-restart",
         "middlebox-unreachable",
+        "constrained",
+        "constrained-coap-blocked",
     ],
 )
 def test_scenario_under_compose(docker_ready, tmp_path, name, mode):
