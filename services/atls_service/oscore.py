@@ -7,7 +7,7 @@ the ``OSCORE`` header, base64url; the ciphertext as an ``application/oscore``
 body), through the middlebox like every ATLS flight. Why not a CoAP endpoint
 on the service: the gateway would then need a CoAP forward proxy *and* the
 UDP leg would bypass the HTTP middlebox; this way the gateway stays a blind
-copier of bytes, the middlebox sees (and may police) every OSCORE message,
+copier of bytes, the middlebox sees every OSCORE message,
 and the service keeps one network surface.
 
 - ``POST /oscore/ids`` (inside an ATLS session, key-export mode only): the
