@@ -40,9 +40,18 @@ from .events import ApplicationData, CloseNotify
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
 from .keys import ExportedKeys, ExporterSettings
 from .protection import CONTENT_CODING, ClientProtector, start_key_export
+from .records import ContentType, RecordError, iter_records
 from .server import Coding
 
-__all__ = ["MessageDropped", "Mode", "Reason", "Refusal", "ServiceRefusedError"]
+__all__ = [
+    "MessageDropped",
+    "Mode",
+    "Reason",
+    "Refusal",
+    "ResponseDropped",
+    "RetransmitLater",
+    "ServiceRefusedError",
+]
 
 WELL_KNOWN_PATH = "/.well-known/atls"
 LEGACY_PATH = "/atls"
@@ -243,6 +252,29 @@ class MessageDropped(ATLSError):
     """
 
 
+class ResponseDropped(ATLSError):
+    """DTLS records mode: this side's DTLS dropped the records of the answer.
+
+    They were damaged or forged in transit; the request *was* served, so it is
+    not sent again by itself.
+    """
+
+
+class RetransmitLater(IncompleteFlightError):
+    """DTLS handshake: this side's DTLS dropped records of the service's answer.
+
+    HTTP delivered the answer, but damaged: nothing was retransmitted yet, so
+    the DTLS timer may do it without doubling any retransmission. Wait
+    ``delay`` seconds, then post ``ClientBinding.retransmit()``: the service's
+    DTLS answers a retransmitted flight with its own again. An adapter that
+    does not know this error sees an IncompleteFlightError (a fresh handshake).
+    """
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 # ---------------------------------------------------------------------------
 # Client side
 
@@ -284,6 +316,7 @@ class ClientBinding:
         self._protector: ClientProtector | None = None
         self.round_trips = 0
         self.dropped = 0  # DTLS records mode: requests the service's DTLS dropped
+        self._sent_finished = False
         self._finished = False
         self._closed = False
 
@@ -346,13 +379,20 @@ class ClientBinding:
             self.session.receive_data(flight)  # e.g. TLS 1.3 NewSessionTicket
         out = _joined(self.session.data_to_send())
         if out:
+            self._sent_finished = self._sent_finished or _has_change_cipher_spec(out)
             return self._message(out)
         if not self.session.handshake_complete:
             if isinstance(self.session, DTLSSession):
-                # DTLS dropped records of the answer (damaged or forged in transit): a
-                # fresh handshake may succeed, as after a damaged TLS flight
-                raise IncompleteFlightError(
-                    "DTLS dropped records of the service's handshake flight (damaged in transit)"
+                # DTLS dropped records of the answer (damaged or forged in transit).
+                # A key-export service keeps no DTLS object once it sent Finished, so
+                # there only a fresh handshake helps.
+                if self.mode is Mode.EXPORT and self._sent_finished:
+                    raise IncompleteFlightError(
+                        "DTLS dropped records of the service's last flight (damaged in transit)"
+                    )
+                raise RetransmitLater(
+                    "DTLS dropped records of the service's handshake flight (damaged in transit)",
+                    self.session.next_timeout() or 0.0,
                 )
             raise SessionStateError("handshake stalled: nothing to send and not complete")
         self._finished = True
@@ -360,6 +400,14 @@ class ClientBinding:
         if isinstance(protector, ClientProtector):
             self._protector = protector
         return None
+
+    def retransmit(self) -> OutgoingMessage:
+        """After ``RetransmitLater``'s delay: the DTLS flight again, in fresh records."""
+        if not isinstance(self.session, DTLSSession):
+            raise SessionStateError("only a DTLS session retransmits")
+        if not self.session.handle_timeout():
+            raise SessionStateError("the DTLS retransmission timer has not fired yet")
+        return self._message(_joined(self.session.data_to_send()))
 
     def wrap_request(self, request: InnerRequest) -> tuple[OutgoingMessage, int]:
         """Protect one inner request; returns the message and a token for its answer."""
@@ -396,6 +444,8 @@ class ClientBinding:
         events = self.session.receive_data(payload)
         if any(isinstance(e, CloseNotify) for e in events):
             raise SessionStateError("the service closed the ATLS session")
+        if not events and isinstance(self.session, DTLSSession):
+            raise ResponseDropped("this side's DTLS dropped the answer's records (damaged)")
         return b"".join(e.data for e in events if isinstance(e, ApplicationData))
 
     def close(self) -> tuple[OutgoingMessage, int] | None:
@@ -424,3 +474,10 @@ class ClientBinding:
 def _joined(out: bytes | list[bytes]) -> bytes:
     """One body from a TLS flight or a DTLS flight's datagrams (whole records, in order)."""
     return out if isinstance(out, bytes) else b"".join(out)
+
+
+def _has_change_cipher_spec(flight: bytes) -> bool:
+    try:
+        return any(r.content_type == ContentType.CHANGE_CIPHER_SPEC for r in iter_records(flight))
+    except RecordError:
+        return False

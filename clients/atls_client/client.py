@@ -24,7 +24,14 @@ import httpx
 
 from atls.dtls import AnySession, DTLSContext, DTLSSession
 from atls.errors import Refusal
-from atls.http_binding import ClientBinding, MessageDropped, Mode, OutgoingMessage, Variant
+from atls.http_binding import (
+    ClientBinding,
+    MessageDropped,
+    Mode,
+    OutgoingMessage,
+    RetransmitLater,
+    Variant,
+)
 from atls.inner_http import InnerRequest, InnerResponse
 from atls.keys import ExporterSettings
 from atls.session import (
@@ -39,6 +46,9 @@ from atls.session import (
 )
 
 INNER_BASE_URL = "https://atls"
+# DTLS handshake answers that arrived damaged: resent by the DTLS timer (1 s, 2 s,
+# 4 s) before the attempt counts as failed (then the retry policy starts afresh)
+MAX_DTLS_RETRANSMITS = 3
 
 
 class CarrierError(ATLSError):
@@ -250,9 +260,19 @@ class ATLSClient(_ClientBase):
     def _handshake_once(self) -> SessionInfo:
         binding = self._new_binding()
         message: OutgoingMessage | None = binding.start()
+        retransmits = 0
         while message is not None:
             response = self._post(message)
-            message = binding.receive(response.status_code, _headers(response), response.content)
+            try:
+                message = binding.receive(
+                    response.status_code, _headers(response), response.content
+                )
+            except RetransmitLater as wait:  # DTLS: the answer arrived damaged
+                retransmits += 1
+                if retransmits > MAX_DTLS_RETRANSMITS:
+                    raise
+                time.sleep(wait.delay)
+                message = binding.retransmit()
         return binding.session.info
 
     def request_inner(self, request: InnerRequest) -> InnerResponse:
@@ -333,9 +353,19 @@ class AsyncATLSClient(_ClientBase):
     async def _handshake_once(self) -> SessionInfo:
         binding = self._new_binding()
         message: OutgoingMessage | None = binding.start()
+        retransmits = 0
         while message is not None:
             response = await self._post(message)
-            message = binding.receive(response.status_code, _headers(response), response.content)
+            try:
+                message = binding.receive(
+                    response.status_code, _headers(response), response.content
+                )
+            except RetransmitLater as wait:  # DTLS: the answer arrived damaged
+                retransmits += 1
+                if retransmits > MAX_DTLS_RETRANSMITS:
+                    raise
+                await asyncio.sleep(wait.delay)
+                message = binding.retransmit()
         return binding.session.info
 
     async def request_inner(self, request: InnerRequest) -> InnerResponse:

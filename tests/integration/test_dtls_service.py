@@ -121,3 +121,23 @@ def test_service_profile_pins_suites_and_groups(pki, constrained_service):
     with ATLSClient(url, DTLSContext(config), carrier=carrier) as client:
         assert client.handshake().cipher == "ECDHE-ECDSA-AES128-CCM"
         assert client.http.get("/api/hello").status_code == 200
+
+
+def test_a_damaged_handshake_answer_costs_one_dtls_retransmission(pki, service):
+    with dtls_client(pki, service.url, Mode.RECORDS) as client:
+        real_post = client._post  # noqa: SLF001
+        posts = []
+
+        def damaging(message):  # type: ignore[no-untyped-def]
+            response = real_post(message)
+            posts.append(message)
+            if len(posts) == 2:  # the answer to the proven ClientHello: ServerHello ...
+                body = bytearray(response.content)
+                body[4] ^= 0x02  # first record's epoch: DTLS drops it
+                response._content = bytes(body)  # noqa: SLF001
+            return response
+
+        client._post = damaging  # type: ignore[method-assign]
+        client.handshake()
+        assert client.handshake_attempts == 1 and len(posts) == 4  # one retransmission
+        assert client.http.get("/api/hello").status_code == 200

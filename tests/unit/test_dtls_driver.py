@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from atls.config import Mode
-from atls.dtls import DTLSContext, DTLSSession
+from atls.dtls import DTLSContext, DTLSSession, split_records
 from atls.errors import IncompleteFlightError
 from atls.events import SessionState
-from atls.http_binding import ClientBinding, OutgoingMessage
+from atls.http_binding import ClientBinding, OutgoingMessage, ResponseDropped, RetransmitLater
 from atls.inner_http import InnerRequest
 from atls.records import parse_records
 from atls.server import Coding, Refused, Reply, ServerDriver
@@ -103,19 +105,51 @@ def test_dtls_message_coded_for_export_mode_is_refused_before_the_handshake(pki,
     assert isinstance(outcome, Refused)
 
 
-def test_a_handshake_answer_forged_in_transit_is_a_retryable_failure(pki, server_context):
-    """DTLS drops the forged Finished; the client cannot go on and says so (retryable)."""
-    driver = ServerDriver(server_context, SessionStore())
-    service = MemoryService(driver)
-    binding = ClientBinding(DTLSSession(DTLSContext(client_config(pki))), mode=Mode.RECORDS)
+def _damaged_handshake(pki, service, mode: Mode, damage_answer: int):
+    """Run a DTLS handshake whose answer number ``damage_answer`` arrives damaged.
+
+    Yields what the client binding raises at that answer, then lets the test go on.
+    """
+    binding = ClientBinding(DTLSSession(DTLSContext(client_config(pki))), mode=mode)
     message: OutgoingMessage | None = binding.start()
-    with pytest.raises(IncompleteFlightError, match="DTLS dropped"):
-        while message is not None:
-            status, headers, body = service.post(message)
-            if binding.round_trips == 2:  # the last answer: ChangeCipherSpec, Finished
-                body = body[:-1] + bytes([body[-1] ^ 1])
+    while message is not None:
+        status, headers, body = service.post(message)
+        if binding.round_trips + 1 == damage_answer:
+            records = split_records(body)
+            last = bytearray(records[-1])
+            last[4] ^= 0x02  # the epoch: a record of no epoch this session has
+            body = b"".join(records[:-1]) + bytes(last)
+        try:
             message = binding.receive(status, headers, body)
-    assert retryable(IncompleteFlightError("x"))
+        except IncompleteFlightError as stalled:
+            return binding, stalled
+    raise AssertionError("the damage went unnoticed")
+
+
+@pytest.mark.parametrize("damage_answer", [2, 3], ids=["server-hello-flight", "finished"])
+def test_a_damaged_handshake_answer_is_retransmitted_by_the_dtls_timer(
+    pki, server_context, damage_answer
+):
+    """HTTP delivered the answer damaged: DTLS's timer resends, the service answers again."""
+    service = MemoryService(ServerDriver(server_context, SessionStore()))
+    binding, stalled = _damaged_handshake(pki, service, Mode.RECORDS, damage_answer)
+    assert isinstance(stalled, RetransmitLater) and 0 < stalled.delay <= 1.0
+    assert retryable(stalled)  # an adapter that does not know it starts afresh
+    time.sleep(stalled.delay + 0.01)
+    message: OutgoingMessage | None = binding.retransmit()
+    while message is not None:
+        message = binding.receive(*service.post(message))
+    assert binding.established
+    assert _request(binding, service, b"after").body == b"echo:after"
+
+
+def test_a_damaged_last_answer_in_export_mode_needs_a_fresh_handshake(pki, server_context):
+    """The key-export service keeps no DTLS object after its Finished: nothing to resend."""
+    service = MemoryService(ServerDriver(server_context, SessionStore()))
+    _, stalled = _damaged_handshake(pki, service, Mode.EXPORT, 3)
+    assert not isinstance(stalled, RetransmitLater) and retryable(stalled)
+    _, early = _damaged_handshake(pki, service, Mode.EXPORT, 2)
+    assert isinstance(early, RetransmitLater)
 
 
 def test_a_tls13_only_service_takes_no_dtls(pki):
@@ -134,3 +168,14 @@ def test_a_tls13_only_service_takes_no_dtls(pki):
     assert isinstance(outcome, Refused)
     assert outcome.refusal.reason is Reason.NO_HANDSHAKE_TO_START
     assert "DTLS 1.2 only" in outcome.refusal.detail
+
+
+def test_a_damaged_answer_to_a_request_is_reported_not_resent(pki, server_context):
+    service = MemoryService(ServerDriver(server_context, SessionStore()))
+    binding = _connect(pki, service, Mode.RECORDS)
+    message, token = binding.wrap_request(InnerRequest("POST", "/echo", [], b"once"))
+    status, headers, body = service.post(message)
+    damaged = body[:-1] + bytes([body[-1] ^ 1])
+    with pytest.raises(ResponseDropped):
+        binding.unwrap_response(token, "POST", status, headers, damaged)
+    assert _request(binding, service, b"next").body == b"echo:next"  # the session goes on
