@@ -30,11 +30,13 @@ layer itself states the choice, so it cannot disagree with a header) run a
   cookie (again without a handle) opens the session;
 - in records mode a forged or replayed record is dropped by DTLS's record
   layer; the answer is an empty reply and the session goes on;
-- the driver never runs the DTLS retransmission timer, nor does the HTTP
-  client: each exchange is reliable, and a carrier failure restarts the
-  handshake (the same bytes posted again would be a DTLS replay, dropped), so
-  no flight is ever sent by two timers. Over CoAP, DTLS records go in NON
-  messages with the DTLS timer, or CON without it: never both.
+- the driver never runs the DTLS retransmission timer: the client's request
+  is the trigger. A carrier failure restarts the handshake (the same bytes
+  posted again would be a DTLS replay, dropped); an answer that arrived
+  damaged makes the client's DTLS timer resend its flight in fresh records,
+  which DTLS here answers with its flight again. No flight is ever sent by two
+  timers. Over CoAP, DTLS records go in NON messages with the DTLS timer, or
+  CON without it: never both.
 """
 
 from __future__ import annotations
