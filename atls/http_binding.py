@@ -293,10 +293,11 @@ class ClientBinding:
 
     With a DTLSSession every body is whole DTLS records; the first answer is a
     HelloVerifyRequest without a session cookie, so the ClientHello that
-    returns the DTLS cookie is sent without one too. The DTLS retransmission
-    timer is not run: HTTP carries each flight reliably, and after a carrier
-    failure the client starts a new handshake (its retry policy); re-posting
-    the same records would only be dropped as a DTLS replay.
+    returns the DTLS cookie is sent without one too. HTTP carries each flight
+    reliably: after a carrier failure the client starts a new handshake (its
+    retry policy; re-posting the same records would only be dropped as a DTLS
+    replay). The DTLS timer runs only for an answer that arrived damaged
+    (``RetransmitLater``, then ``retransmit``).
     """
 
     def __init__(
