@@ -6,11 +6,12 @@ session's settings, the CLIs and the middlebox's policy files all use it).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .pki import Identity
 
@@ -108,7 +109,9 @@ class TLSConfig:
     min_version: TLSVersion = TLSVersion.TLS1_2
     max_version: TLSVersion = TLSVersion.TLS1_3
     tls13_ciphersuites: str | None = None
-    tls12_cipher_list: str | None = None
+    tls12_cipher_list: str | None = None  # TLS 1.2 and DTLS 1.2 suites (OpenSSL cipher list)
+    groups: tuple[str, ...] | None = None  # key-exchange groups, e.g. ("P-256",)
+    alpn: tuple[str, ...] | None = None  # client: offered; server: accepted, best first
     # Where to append the session secrets, SSLKEYLOGFILE format (a path, or a
     # callable taking one line): lets a researcher decrypt captured ATLS records.
     keylog: str | os.PathLike[str] | Callable[[bytes], None] | None = None
@@ -125,8 +128,35 @@ class TLSConfig:
             raise ValueError("a verifying client needs trust_anchors (or verify_peer=False)")
         if self.require_client_certificate and not self.trust_anchors:
             raise ValueError("requiring client certificates needs trust_anchors")
+        if self.groups is not None and not self.groups:
+            raise ValueError("groups: name at least one group, or leave it unset")
+
+    def with_profile(self, name: str) -> TLSConfig:
+        """These settings with a named profile's suites and groups (see ``PROFILES``)."""
+        try:
+            profile = PROFILES[name]
+        except KeyError:
+            raise ValueError(f"unknown profile {name!r}: one of {', '.join(PROFILES)}") from None
+        return dataclasses.replace(self, **profile)
 
     def build(self) -> TLSContext:
         from .session import TLSContext  # noqa: PLC0415 - the context needs the session's callbacks
 
         return TLSContext(self)
+
+
+# Named settings for TLSConfig.with_profile. ``constrained``: AES-128 suites
+# only (CCM, CCM_8 and GCM: CCM_8 is OSCORE's default AEAD, AES-CCM-16-64-128,
+# and needs @SECLEVEL=0 in OpenSSL 4.0), and P-256 as the only key-share group:
+# the default hybrid post-quantum share (X25519MLKEM768) alone makes a
+# ClientHello of about 1.5 KB, P-256 about 240 B (measured in the tests).
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {"tls13_ciphersuites": None, "tls12_cipher_list": None, "groups": None},
+    "constrained": {
+        "tls13_ciphersuites": "TLS_AES_128_CCM_SHA256:TLS_AES_128_GCM_SHA256:"
+        "TLS_AES_128_CCM_8_SHA256",
+        "tls12_cipher_list": "ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES128-CCM8:@SECLEVEL=0",
+        "groups": ("P-256",),
+    },
+}

@@ -38,6 +38,8 @@ class SessionInfo:
     cipher: str
     server_name: str | None
     _chain: Callable[[], tuple[x509.Certificate, ...]] = field(repr=False, compare=False)
+    alpn: str | None = None  # the application protocol both agreed on, if any
+    group: str | None = None  # the key-exchange group, e.g. secp256r1 or X25519MLKEM768
 
     @property
     def peer_chain(self) -> tuple[x509.Certificate, ...]:

@@ -27,15 +27,31 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from .config import Mode
-from .errors import ATLSError, Reason, Refusal, SessionStateError, TLSAlertError
+from .dtls import AnySession, DTLSSession
+from .errors import (
+    ATLSError,
+    IncompleteFlightError,
+    Reason,
+    Refusal,
+    SessionStateError,
+    TLSAlertError,
+)
 from .events import ApplicationData, CloseNotify
 from .inner_http import InnerRequest, InnerResponse, decode_response, encode_request
 from .keys import ExportedKeys, ExporterSettings
 from .protection import CONTENT_CODING, ClientProtector, start_key_export
+from .records import ContentType, RecordError, iter_records
 from .server import Coding
-from .session import ATLSSession
 
-__all__ = ["Mode", "Reason", "Refusal", "ServiceRefusedError"]
+__all__ = [
+    "MessageDropped",
+    "Mode",
+    "Reason",
+    "Refusal",
+    "ResponseDropped",
+    "RetransmitLater",
+    "ServiceRefusedError",
+]
 
 WELL_KNOWN_PATH = "/.well-known/atls"
 LEGACY_PATH = "/atls"
@@ -226,6 +242,39 @@ class Problem:
 ServiceRefusedError = Refusal
 
 
+class MessageDropped(ATLSError):
+    """DTLS records mode: the service answered a request with no records at all.
+
+    Its DTLS record layer dropped the request's records (forged, damaged or
+    replayed in transit), so the request was not served and may be sent again
+    in fresh records. (An answer whose records this side drops is not this:
+    the request was served, and is not sent again.)
+    """
+
+
+class ResponseDropped(ATLSError):
+    """DTLS records mode: this side's DTLS dropped the records of the answer.
+
+    They were damaged or forged in transit; the request *was* served, so it is
+    not sent again by itself.
+    """
+
+
+class RetransmitLater(IncompleteFlightError):
+    """DTLS handshake: this side's DTLS dropped records of the service's answer.
+
+    HTTP delivered the answer, but damaged: nothing was retransmitted yet, so
+    the DTLS timer may do it without doubling any retransmission. Wait
+    ``delay`` seconds, then post ``ClientBinding.retransmit()``: the service's
+    DTLS answers a retransmitted flight with its own again. An adapter that
+    does not know this error sees an IncompleteFlightError (a fresh handshake).
+    """
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 # ---------------------------------------------------------------------------
 # Client side
 
@@ -240,11 +289,20 @@ class OutgoingMessage:
 
 
 class ClientBinding:
-    """Drives one client ATLSSession over HTTP messages, without doing I/O."""
+    """Drives one client ATLSSession (or DTLSSession) over HTTP messages, without doing I/O.
+
+    With a DTLSSession every body is whole DTLS records; the first answer is a
+    HelloVerifyRequest without a session cookie, so the ClientHello that
+    returns the DTLS cookie is sent without one too. HTTP carries each flight
+    reliably: after a carrier failure the client starts a new handshake (its
+    retry policy; re-posting the same records would only be dropped as a DTLS
+    replay). The DTLS timer runs only for an answer that arrived damaged
+    (``RetransmitLater``, then ``retransmit``).
+    """
 
     def __init__(
         self,
-        session: ATLSSession,
+        session: AnySession,
         *,
         variant: Variant = Variant.CURRENT,
         mode: Mode = Mode.EXPORT,
@@ -258,6 +316,8 @@ class ClientBinding:
         self.keys: ExportedKeys | None = None
         self._protector: ClientProtector | None = None
         self.round_trips = 0
+        self.dropped = 0  # DTLS records mode: requests the service's DTLS dropped
+        self._sent_finished = False
         self._finished = False
         self._closed = False
 
@@ -278,7 +338,7 @@ class ClientBinding:
         return OutgoingMessage(self.variant.path, headers, body)
 
     def start(self) -> OutgoingMessage:
-        return self._message(self.session.initiate())
+        return self._message(_joined(self.session.initiate()))
 
     def _accept(self, status: int, headers: Mapping[str, str], body: bytes) -> bytes:
         """Check an answer's envelope; return its ATLS body or raise."""
@@ -318,16 +378,37 @@ class ClientBinding:
             self.session.receive_flight(flight)
         elif flight:
             self.session.receive_flight(flight)  # e.g. TLS 1.3 NewSessionTicket
-        out = self.session.data_to_send()
+        out = _joined(self.session.data_to_send())
         if out:
+            self._sent_finished = self._sent_finished or _has_change_cipher_spec(out)
             return self._message(out)
         if not self.session.handshake_complete:
+            if isinstance(self.session, DTLSSession):
+                # DTLS dropped records of the answer (damaged or forged in transit).
+                # A key-export service keeps no DTLS object once it sent Finished, so
+                # there only a fresh handshake helps.
+                if self.mode is Mode.EXPORT and self._sent_finished:
+                    raise IncompleteFlightError(
+                        "DTLS dropped records of the service's last flight (damaged in transit)"
+                    )
+                raise RetransmitLater(
+                    "DTLS dropped records of the service's handshake flight (damaged in transit)",
+                    self.session.next_timeout() or 0.0,
+                )
             raise SessionStateError("handshake stalled: nothing to send and not complete")
         self._finished = True
         self.keys, protector = start_key_export(self.session, self.exporter, self.mode)
         if isinstance(protector, ClientProtector):
             self._protector = protector
         return None
+
+    def retransmit(self) -> OutgoingMessage:
+        """After ``RetransmitLater``'s delay: the DTLS flight again, in fresh records."""
+        if not isinstance(self.session, DTLSSession):
+            raise SessionStateError("only a DTLS session retransmits")
+        if not self.session.handle_timeout():
+            raise SessionStateError("the DTLS retransmission timer has not fired yet")
+        return self._message(_joined(self.session.data_to_send()))
 
     def wrap_request(self, request: InnerRequest) -> tuple[OutgoingMessage, int]:
         """Protect one inner request; returns the message and a token for its answer."""
@@ -341,7 +422,7 @@ class ClientBinding:
             seq, body = self._protector.seal_request(inner)
             return self._message(body, {"content-encoding": CONTENT_CODING}), seq
         self.session.send(inner)
-        return self._message(self.session.data_to_send()), -1
+        return self._message(_joined(self.session.data_to_send())), -1
 
     def unwrap_response(
         self,
@@ -358,9 +439,14 @@ class ClientBinding:
         if self.mode is Mode.EXPORT:
             assert self._protector is not None
             return self._protector.open_response(token, payload)
+        if not payload and isinstance(self.session, DTLSSession):
+            self.dropped += 1
+            raise MessageDropped("the service's DTLS dropped the request's records; not served")
         events = self.session.receive_flight(payload) if payload else []
         if any(isinstance(e, CloseNotify) for e in events):
             raise SessionStateError("the service closed the ATLS session")
+        if not events and isinstance(self.session, DTLSSession):
+            raise ResponseDropped("this side's DTLS dropped the answer's records (damaged)")
         return b"".join(e.data for e in events if isinstance(e, ApplicationData))
 
     def close(self) -> tuple[OutgoingMessage, int] | None:
@@ -376,7 +462,7 @@ class ClientBinding:
         if self.mode is Mode.EXPORT:
             return self._wrap(b"")
         self.session.close()
-        return self._message(self.session.data_to_send()), -1
+        return self._message(_joined(self.session.data_to_send())), -1
 
     def closed(self, token: int, status: int, headers: Mapping[str, str], body: bytes) -> None:
         """Check the service's answer to ``close`` (it confirms the session ended)."""
@@ -384,3 +470,15 @@ class ClientBinding:
             self._unwrap(token, status, headers, body)
         else:
             self._accept(status, headers, body)
+
+
+def _joined(out: bytes | list[bytes]) -> bytes:
+    """One body from a TLS flight or a DTLS flight's datagrams (whole records, in order)."""
+    return out if isinstance(out, bytes) else b"".join(out)
+
+
+def _has_change_cipher_spec(flight: bytes) -> bool:
+    try:
+        return any(r.content_type == ContentType.CHANGE_CIPHER_SPEC for r in iter_records(flight))
+    except RecordError:
+        return False

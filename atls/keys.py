@@ -13,7 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .session import ATLSSession, SessionStateError
+from .session import SessionStateError, TLSSessionBase
 
 # The label in every draft's IANA section. Draft -05's source uses
 # "atls-oscore"/"atls-cose" for the OSCORE/COSE exports while its IANA section
@@ -92,7 +92,7 @@ class ExportedKeys:
         return digest.hexdigest()[:16]
 
 
-def export_keys(session: ATLSSession, settings: ExporterSettings | None = None) -> ExportedKeys:
+def export_keys(session: TLSSessionBase, settings: ExporterSettings | None = None) -> ExportedKeys:
     """Export master secret and salt sized for the negotiated suite's AEAD."""
     settings = settings or ExporterSettings()
     cipher = session.info.cipher

@@ -21,7 +21,7 @@ from . import ece
 from .config import Mode, Role
 from .errors import ATLSError
 from .keys import ExportedKeys, ExporterSettings, UnsupportedSuiteError, export_keys
-from .session import ATLSSession
+from .session import TLSSessionBase
 
 CONTENT_CODING = "aes128gcm"
 RECORD_SIZE = 1 << 20  # largest record; a message up to this size is one record
@@ -152,7 +152,7 @@ Protector = ClientProtector | ServerProtector
 
 
 def start_key_export(
-    session: ATLSSession, settings: ExporterSettings | None, mode: Mode
+    session: TLSSessionBase, settings: ExporterSettings | None, mode: Mode
 ) -> tuple[ExportedKeys | None, Protector | None]:
     """The one key-export setup both ends run when their handshake completes.
 

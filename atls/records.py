@@ -45,6 +45,7 @@ def content_type_name(value: int) -> str:
 class HandshakeType(enum.IntEnum):
     CLIENT_HELLO = 1
     SERVER_HELLO = 2
+    HELLO_VERIFY_REQUEST = 3  # DTLS 1.2 only (RFC 6347 section 4.2.1)
     NEW_SESSION_TICKET = 4
     END_OF_EARLY_DATA = 5
     ENCRYPTED_EXTENSIONS = 8

@@ -21,6 +21,22 @@ Rules the driver enforces for every transport:
   ClientHello, a replayed flight) can end the session: it is refused, and the
   session goes on. In records mode TLS treats a bad record as fatal;
 - a failed handshake ends its session; a closed session is forgotten at once.
+
+DTLS records in the body (a DTLS ClientHello starts the session: the record
+layer itself states the choice, so it cannot disagree with a header) run a
+``DTLSSession`` instead, as the slides propose for transport reliability:
+- a first ClientHello gets a HelloVerifyRequest from a throwaway session, so a
+  spoofed or flooding client costs no slot; the ClientHello that returns the
+  cookie (again without a handle) opens the session;
+- in records mode a forged or replayed record is dropped by DTLS's record
+  layer; the answer is an empty reply and the session goes on;
+- the driver never runs the DTLS retransmission timer: the client's request
+  is the trigger. A carrier failure restarts the handshake (the same bytes
+  posted again would be a DTLS replay, dropped); an answer that arrived
+  damaged makes the client's DTLS timer resend its flight in fresh records,
+  which DTLS here answers with its flight again. No flight is ever sent by two
+  timers. Over CoAP, DTLS records go in NON messages with the DTLS timer, or
+  CON without it: never both.
 """
 
 from __future__ import annotations
@@ -29,7 +45,8 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
-from .config import Mode
+from .config import Mode, TLSVersion
+from .dtls import AnySession, DTLSContext, DTLSSession
 from .errors import (
     IncompleteFlightError,
     NotTLSError,
@@ -37,7 +54,7 @@ from .errors import (
     Refusal,
     TLSAlertError,
 )
-from .events import ApplicationData, CloseNotify, SessionInfo
+from .events import ApplicationData, CloseNotify, Event, SessionInfo
 from .identity import peer_identity
 from .keys import ExporterSettings, UnsupportedSuiteError
 from .protection import ProtectionError, ReplayError, ServerProtector, start_key_export
@@ -55,9 +72,12 @@ class Coding(enum.Enum):
 
 @dataclass(frozen=True)
 class Reply:
-    """Bytes to answer with. ``new_session``: the adapter hands out the handle."""
+    """Bytes to answer with. ``new_session``: the adapter hands out the handle.
 
-    entry: SessionEntry
+    ``entry`` is None only for a DTLS HelloVerifyRequest, which keeps no state.
+    """
+
+    entry: SessionEntry | None
     body: bytes
     coding: Coding = Coding.TLS
     new_session: bool = False
@@ -66,6 +86,8 @@ class Reply:
 
     @property
     def handle(self) -> str:
+        if self.entry is None:
+            raise ValueError("a stateless reply names no session")
         return self.entry.token
 
 
@@ -110,10 +132,16 @@ class ServerDriver:
         tls: TLSContext,
         store: SessionStore | None = None,
         exporter: ExporterSettings | None = None,
+        dtls: DTLSContext | None = None,
     ) -> None:
         self.tls = tls
         self.store = store or SessionStore()
         self.exporter = exporter or ExporterSettings()
+        # DTLS sessions share the TLS settings (identity, trust, suites, groups); DTLS
+        # here is 1.2 only, so a service whose floor is TLS 1.3 takes no DTLS at all
+        if dtls is None and tls.config.min_version <= TLSVersion.TLS1_2:
+            dtls = DTLSContext(tls.config)
+        self.dtls = dtls
 
     # -- input ------------------------------------------------------------------
 
@@ -154,7 +182,7 @@ class ServerDriver:
             # the session ended while the request was served: nothing can carry the answer
             return Reply(entry, request.preamble, closed=True)
         session.send(response)
-        body = request.preamble + session.data_to_send()
+        body = request.preamble + _wire(session)
         return Reply(entry, body, new_session=request.new_session, established=request.established)
 
     # -- handshake ----------------------------------------------------------------
@@ -171,14 +199,45 @@ class ServerDriver:
                 )
             )
         not_hello = _not_a_client_hello(body)
-        if not_hello is not None:
+        if isinstance(not_hello, Refusal):
             return Refused(not_hello)
+        if not_hello == "dtls":
+            if self.dtls is None:
+                return Refused(
+                    Refusal(
+                        Reason.NO_HANDSHAKE_TO_START,
+                        "this service takes TLS 1.3 and up; DTLS here is DTLS 1.2 only",
+                        title="DTLS not accepted",
+                    )
+                )
+            return self._start_dtls(body, client, mode)
         try:
             entry = self.store.open(ATLSSession(self.tls), client, mode)
         except Refusal as refusal:
             return Refused(refusal)
         entry.flights = 1
         outcome = self._handshake(entry, coding, body)
+        if isinstance(outcome, Reply | ApplicationRequest):
+            return dataclasses.replace(outcome, new_session=True)
+        return outcome
+
+    def _start_dtls(self, body: bytes, client: str, mode: Mode) -> Outcome:
+        """A DTLS ClientHello: challenge it statelessly; a proven one opens the session."""
+        assert self.dtls is not None
+        session = DTLSSession(self.dtls, client_id=client)
+        try:
+            events = session.receive_flight(body)
+        except (TLSAlertError, NotTLSError, IncompleteFlightError) as exc:
+            return Refused(_refusal_for(exc))
+        if not session.hello_verified:
+            # a HelloVerifyRequest (or nothing, for a hello DTLS dropped): no state kept
+            return Reply(None, _wire(session))
+        try:
+            entry = self.store.open(session, client, mode)
+        except Refusal as refusal:
+            return Refused(refusal)
+        entry.flights = 1
+        outcome = self._progress(entry, session, events)
         if isinstance(outcome, Reply | ApplicationRequest):
             return dataclasses.replace(outcome, new_session=True)
         return outcome
@@ -200,7 +259,11 @@ class ServerDriver:
         except (TLSAlertError, NotTLSError, IncompleteFlightError) as exc:
             self.store.remove(entry, _failure_name(exc))
             return Refused(_refusal_for(exc), entry, session_ended=True)
-        out = session.data_to_send()
+        return self._progress(entry, session, events)
+
+    def _progress(self, entry: SessionEntry, session: AnySession, events: list[Event]) -> Outcome:
+        """The answer to a handshake flight the session has processed."""
+        out = _wire(session)
         if not session.handshake_complete:
             return Reply(entry, out)
         try:
@@ -219,7 +282,7 @@ class ServerDriver:
             return ApplicationRequest(entry, data, preamble=out, established=True)
         return Reply(entry, out, established=True)
 
-    def _established(self, entry: SessionEntry, session: ATLSSession) -> None:
+    def _established(self, entry: SessionEntry, session: AnySession) -> None:
         entry.keys, protector = start_key_export(session, self.exporter, entry.mode)
         info = session.info
         self.store.promote(entry, peer_identity(info.peer_certificate))
@@ -287,15 +350,22 @@ class ServerDriver:
         if any(isinstance(e, CloseNotify) for e in events):
             session.close()
             self.store.remove(entry, "closed by client")
-            return Reply(entry, session.data_to_send(), closed=True)
+            return Reply(entry, _wire(session), closed=True)
         if not data:
-            return Reply(entry, session.data_to_send())
+            # nothing for the application: in DTLS, also a forged or replayed record dropped
+            return Reply(entry, _wire(session))
         entry.requests += 1
-        return ApplicationRequest(entry, data, preamble=session.data_to_send())
+        return ApplicationRequest(entry, data, preamble=_wire(session))
 
 
-def _not_a_client_hello(body: bytes) -> Refusal | None:
-    """Why a handle-less body cannot start a handshake, or None when it can."""
+def _wire(session: AnySession) -> bytes:
+    """What the session has to send, as one body (a DTLS session's datagrams in order)."""
+    out = session.data_to_send()
+    return out if isinstance(out, bytes) else b"".join(out)
+
+
+def _not_a_client_hello(body: bytes) -> Refusal | str:
+    """Why a handle-less body cannot start a handshake, or "tls"/"dtls" when it can."""
     try:
         first = next(iter_records(body), None)
     except TruncatedRecord as exc:
@@ -306,8 +376,8 @@ def _not_a_client_hello(body: bytes) -> Refusal | None:
         return _refusal_for(IncompleteFlightError("empty flight"))
     if (
         first.content_type != ContentType.HANDSHAKE
-        or first.dtls
         or first.payload[:1] != bytes([HandshakeType.CLIENT_HELLO])
+        or (first.dtls and first.epoch != 0)
     ):
         return Refusal(
             Reason.NO_HANDSHAKE_TO_START,
@@ -315,7 +385,7 @@ def _not_a_client_hello(body: bytes) -> Refusal | None:
             "send the session's handle with anything else",
             title="not a ClientHello",
         )
-    return None
+    return "dtls" if first.dtls else "tls"
 
 
 def too_large(size: int, limit: int) -> Refusal:

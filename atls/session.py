@@ -25,6 +25,7 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 
+from . import records as _records
 from .config import Role, TLSConfig, TLSVersion
 from .errors import (
     ATLSError,
@@ -41,7 +42,7 @@ from .events import (
     SessionInfo,
     SessionState,
 )
-from .records import RecordError, TruncatedRecord, check_records
+from .records import RecordError, TruncatedRecord
 
 # Re-exported: most callers know these as atls.session names.
 __all__ = [
@@ -61,8 +62,11 @@ __all__ = [
     "TLSAlertError",
     "TLSConfig",
     "TLSContext",
+    "TLSSessionBase",
     "TLSVersion",
     "alert_name",
+    "check_records",
+    "configure_context",
 ]
 
 _READ_CHUNK = 65536
@@ -111,6 +115,8 @@ def alert_name(code: int) -> str:
 class TLSContext:
     """A built pyOpenSSL context; build once, open many sessions from it."""
 
+    datagram = False  # DTLSContext (atls.dtls) says True
+
     def __init__(self, config: TLSConfig) -> None:
         self.config = config
         self.ssl_context = self._build(config)
@@ -121,45 +127,58 @@ class TLSContext:
         ctx = SSL.Context(method)
         ctx.set_min_proto_version(int(config.min_version))
         ctx.set_max_proto_version(int(config.max_version))
-        # ATLS never resumes: no session tickets (TLS 1.3 sent two, 1.2 KB of the
-        # last flight) and no session cache.
-        ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        if config.tls13_ciphersuites:
-            ctx.set_tls13_ciphersuites(config.tls13_ciphersuites.encode())
-        if config.tls12_cipher_list:
-            ctx.set_cipher_list(config.tls12_cipher_list.encode())
-        if config.identity is not None:
-            chain = config.identity.chain
-            ctx.use_certificate(chain[0])
-            for extra in chain[1:]:
-                ctx.add_extra_chain_cert(extra)
-            ctx.use_privatekey(config.identity.private_key)
-            ctx.check_privatekey()
-        if config.trust_anchors:
-            store = ctx.get_cert_store()
-            assert store is not None
-            anchors = x509.load_pem_x509_certificates(config.trust_anchors)
-            for anchor in anchors:
-                store.add_cert(crypto.X509.from_cryptography(anchor))
-            if config.role is Role.SERVER:
-                for anchor in anchors:  # cryptography certificates: X509Name is deprecated
-                    ctx.add_client_ca(anchor)
-        if config.role is Role.CLIENT:
-            mode = SSL.VERIFY_PEER if config.verify_peer else SSL.VERIFY_NONE
-        elif config.require_client_certificate:
-            mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        else:
-            mode = SSL.VERIFY_NONE
-        # No verify callback on the success path: OpenSSL checks chain and pinned
-        # name itself, and a failure's reason is read from the verify result.
-        ctx.set_verify(mode)
-        _lib.SSL_CTX_set_info_callback(ctx._context, _INFO_CALLBACK)  # noqa: SLF001
-        if config.keylog is not None:
-            write = config.keylog if callable(config.keylog) else open_keylog(config.keylog)
-            assert write is not None
-            ctx.set_keylog_callback(lambda _conn, line: write(line))
+        configure_context(ctx, config)
         return ctx
+
+
+def configure_context(ctx: SSL.Context, config: TLSConfig) -> None:
+    """Everything a TLS and a DTLS context share: suites, groups, ALPN, identity, trust."""
+    # ATLS never resumes: no session tickets (TLS 1.3 sent two, 1.2 KB of the
+    # last flight) and no session cache.
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    if config.tls13_ciphersuites:
+        ctx.set_tls13_ciphersuites(config.tls13_ciphersuites.encode())
+    if config.tls12_cipher_list:
+        ctx.set_cipher_list(config.tls12_cipher_list.encode())
+    if config.groups:
+        _set_groups(ctx, config.groups)
+    if config.alpn:
+        protocols = [p.encode() for p in config.alpn]
+        if config.role is Role.CLIENT:
+            ctx.set_alpn_protos(protocols)
+        else:
+            ctx.set_alpn_select_callback(_alpn_chooser(protocols))
+    if config.identity is not None:
+        chain = config.identity.chain
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(config.identity.private_key)
+        ctx.check_privatekey()
+    if config.trust_anchors:
+        store = ctx.get_cert_store()
+        assert store is not None
+        anchors = x509.load_pem_x509_certificates(config.trust_anchors)
+        for anchor in anchors:
+            store.add_cert(crypto.X509.from_cryptography(anchor))
+        if config.role is Role.SERVER:
+            for anchor in anchors:  # cryptography certificates: X509Name is deprecated
+                ctx.add_client_ca(anchor)
+    if config.role is Role.CLIENT:
+        mode = SSL.VERIFY_PEER if config.verify_peer else SSL.VERIFY_NONE
+    elif config.require_client_certificate:
+        mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    else:
+        mode = SSL.VERIFY_NONE
+    # No verify callback on the success path: OpenSSL checks chain and pinned
+    # name itself, and a failure's reason is read from the verify result.
+    ctx.set_verify(mode)
+    _lib.SSL_CTX_set_info_callback(ctx._context, _INFO_CALLBACK)  # noqa: SLF001
+    if config.keylog is not None:
+        write = config.keylog if callable(config.keylog) else open_keylog(config.keylog)
+        assert write is not None
+        ctx.set_keylog_callback(lambda _conn, line: write(line))
 
 
 def open_keylog(path: str | os.PathLike[str] | None) -> Callable[[bytes], None] | None:
@@ -188,6 +207,31 @@ def open_keylog(path: str | os.PathLike[str] | None) -> Callable[[bytes], None] 
             pass  # a callback must never raise into the handshake
 
     return write
+
+
+def _set_groups(ctx: SSL.Context, groups: Sequence[str]) -> None:
+    """Limit the key-exchange groups (and the ClientHello's key shares).
+
+    pyOpenSSL has no public call for SSL_CTX_set1_groups_list; the binding it is
+    built on has the same function under its older name (set1_curves_list).
+    """
+    from OpenSSL._util import ffi, lib  # noqa: PLC0415 - private, as in _pin_name
+
+    handle = ctx._context  # type: ignore[attr-defined]
+    if not lib.SSL_CTX_set1_curves_list(handle, ffi.new("char[]", ":".join(groups).encode())):
+        raise ValueError(f"OpenSSL knows none or not all of the groups {':'.join(groups)!r}")
+
+
+def _alpn_chooser(ours: list[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
+    """The server picks its own most preferred protocol among the client's."""
+
+    def choose(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        for protocol in ours:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+
+    return choose
 
 
 # X509_V_ERR_* codes worth a precise message (OpenSSL's x509_vfy.h).
@@ -249,7 +293,7 @@ def _verify_callback(
     handshake call instead of a TLS error (a corrupt certificate did that).
     """
     session = conn.get_app_data()
-    if not isinstance(session, ATLSSession):
+    if not isinstance(session, TLSSessionBase):
         return bool(ok)
     try:
         name = session.expected_name
@@ -304,7 +348,7 @@ def _on_info(ssl: object, where: int, ret: int) -> None:
     if conn is None:
         return
     session = conn.get_app_data()
-    if not isinstance(session, ATLSSession):
+    if not isinstance(session, TLSSessionBase):
         return
     description = alert_name(ret & 0xFF)
     if description == "close_notify":
@@ -322,8 +366,14 @@ _INFO_CALLBACK = _ffi.callback("void (*)(const SSL *, int, int)", _on_info)
 # The session
 
 
-class ATLSSession:
-    """One TLS session whose records travel in application-layer messages."""
+class TLSSessionBase:
+    """What a TLS and a DTLS session share: the connection, its checks, state and facts.
+
+    Subclasses decide how bytes come in and go out (a stream of records for
+    TLS, datagrams for DTLS in ``atls.dtls``).
+    """
+
+    _write_chunk = _READ_CHUNK  # largest plaintext per send() call into OpenSSL
 
     def __init__(self, context: TLSContext, *, server_name: str | None = None) -> None:
         self.context = context
@@ -350,7 +400,6 @@ class ATLSSession:
         self._alert_received: str | None = None
         self._verify_failure: str | None = None
         self._chain: tuple[x509.Certificate, ...] | None = None
-        self._peeked = b""
 
     # -- state ------------------------------------------------------------
 
@@ -377,62 +426,13 @@ class ATLSSession:
         """The error that moved the session to FAILED, if any."""
         return self._failure
 
-    # -- driving the handshake ----------------------------------------------
-
-    def initiate(self) -> bytes:
-        """Client only: start the handshake and return the first flight."""
+    def _start_initiate(self) -> None:
         if self.role is not Role.CLIENT:
             raise SessionStateError("only a client initiates the handshake")
         if self._state is not SessionState.IDLE:
             raise SessionStateError(f"the handshake was already initiated ({self._state.value})")
         self._state = SessionState.HANDSHAKING
         self._advance()
-        return self.data_to_send()
-
-    def receive_flight(self, flight: bytes) -> list[Event]:
-        """Feed one whole flight from the peer and process it.
-
-        Raises NotTLSError for bytes that are not TLS records and
-        IncompleteFlightError for a flight that ends mid-record: both are
-        checked before TLS sees a byte, so they leave the session as it was.
-        A flight that leaves the handshake stalled with nothing to answer
-        (IncompleteFlightError) and anything TLS rejects (TLSAlertError) move
-        the session to FAILED.
-        """
-        self._check_usable()
-        if not flight:
-            raise IncompleteFlightError("empty flight")
-        try:
-            check_records(flight)  # whole records, before OpenSSL sees a byte
-        except TruncatedRecord as exc:
-            raise IncompleteFlightError(f"flight is truncated: {exc}") from None
-        except RecordError as exc:
-            raise NotTLSError(f"not TLS: {exc}") from None
-        was_complete = self.handshake_complete
-        events = self.receive_data(flight)
-        if not was_complete and not self.handshake_complete and not self._outgoing_pending():
-            self._state = SessionState.FAILED
-            raise IncompleteFlightError(
-                "the flight did not complete a handshake step (truncated, reordered or partial)"
-            )
-        return events
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed raw bytes (any split) and return the events they produced."""
-        self._check_usable()
-        if self._state is SessionState.IDLE:
-            if self.role is Role.CLIENT:
-                raise SessionStateError("call initiate() before receiving data")
-            self._state = SessionState.HANDSHAKING
-        self._conn.bio_write(data)
-        events: list[Event] = []
-        if self._info is None:
-            self._advance()
-            if self._info is None:
-                return events
-            events.append(HandshakeComplete(self._info))
-        events.extend(self._read_application_data())
-        return events
 
     def _advance(self) -> None:
         # SSL_do_handshake directly: "want read", the usual outcome, is no exception
@@ -447,12 +447,15 @@ class ATLSSession:
                 return
             except SSL.Error as exc:
                 raise self._fail(exc) from None
+        alpn = self._conn.get_alpn_proto_negotiated()
         self._info = SessionInfo(
             role=self.role,
             version=self._conn.get_protocol_version_name(),
             cipher=self._conn.get_cipher_name() or "",
             server_name=self.expected_name,
             _chain=self._cached_peer_chain,
+            alpn=alpn.decode("ascii", "replace") if alpn else None,
+            group=_group_name(self._conn),
         )
         self._state = SessionState.ESTABLISHED
 
@@ -517,7 +520,7 @@ class ATLSSession:
         elif self._alert_sent:
             origin = "local"
         error = TLSAlertError(reason, alert=alert, origin=origin)
-        error.data_to_send = self.data_to_send()
+        error.data_to_send = self._owed()
         self._failure = error
         self._state = SessionState.FAILED
         return error
@@ -537,6 +540,10 @@ class ATLSSession:
             subject = None
         return f"{what} (peer: {subject})" if subject else what
 
+    def _owed(self) -> bytes:
+        """Records produced and not yet handed out (an alert, after a failure)."""
+        return self._drain()
+
     def _check_usable(self) -> None:
         if self._state is SessionState.FAILED:
             raise SessionStateError(f"session already failed: {self._failure or 'bad input'}")
@@ -551,7 +558,7 @@ class ATLSSession:
         view = memoryview(data)
         while view:
             try:
-                written = self._conn.send(view[:_READ_CHUNK])
+                written = self._conn.send(view[: self._write_chunk])
             except SSL.Error as exc:
                 raise self._fail(exc) from None
             view = view[written:]
@@ -566,11 +573,6 @@ class ATLSSession:
             pass
         self._state = SessionState.CLOSED
 
-    def _outgoing_pending(self) -> bool:
-        """Whether records wait to be sent (read early, kept for data_to_send)."""
-        self._peeked += self._drain()
-        return bool(self._peeked)
-
     def _drain(self) -> bytes:
         chunks = []
         while True:
@@ -583,12 +585,6 @@ class ATLSSession:
                 break
         return b"".join(chunks)
 
-    def data_to_send(self) -> bytes:
-        """Every record this side has produced since the last call: one flight."""
-        data = self._peeked + self._drain()
-        self._peeked = b""
-        return data
-
     # -- key export ---------------------------------------------------------
 
     def export_keying_material(
@@ -597,13 +593,101 @@ class ATLSSession:
         """RFC 5705 / RFC 8446 section 7.5 exporter.
 
         ``context=None`` is an *absent* context; ``b""`` is an *empty* one.
-        They give different bytes in TLS 1.2 (identical in TLS 1.3).
+        They give different bytes in TLS 1.2 and DTLS 1.2 (identical in TLS 1.3).
         """
         if not self.handshake_complete:
             raise SessionStateError("keying material is exported only after the handshake")
         if isinstance(label, str):
             label = label.encode("ascii")
         return self._conn.export_keying_material(label, length, context)
+
+
+class ATLSSession(TLSSessionBase):
+    """One TLS session whose records travel in application-layer messages."""
+
+    def __init__(self, context: TLSContext, *, server_name: str | None = None) -> None:
+        super().__init__(context, server_name=server_name)
+        self._peeked = b""
+
+    def initiate(self) -> bytes:
+        """Client only: start the handshake and return the first flight."""
+        self._start_initiate()
+        return self.data_to_send()
+
+    def receive_flight(self, flight: bytes) -> list[Event]:
+        """Feed one whole flight from the peer and process it.
+
+        Raises NotTLSError for bytes that are not TLS records and
+        IncompleteFlightError for a flight that ends mid-record: both are
+        checked before TLS sees a byte, so they leave the session as it was.
+        A flight that leaves the handshake stalled with nothing to answer
+        (IncompleteFlightError) and anything TLS rejects (TLSAlertError) move
+        the session to FAILED.
+        """
+        self._check_usable()
+        if not flight:
+            raise IncompleteFlightError("empty flight")
+        check_records(flight)
+        was_complete = self.handshake_complete
+        events = self.receive_data(flight)
+        if not was_complete and not self.handshake_complete and not self._outgoing_pending():
+            self._state = SessionState.FAILED
+            raise IncompleteFlightError(
+                "the flight did not complete a handshake step (truncated, reordered or partial)"
+            )
+        return events
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed raw bytes (any split) and return the events they produced."""
+        self._check_usable()
+        if self._state is SessionState.IDLE:
+            if self.role is Role.CLIENT:
+                raise SessionStateError("call initiate() before receiving data")
+            self._state = SessionState.HANDSHAKING
+        self._conn.bio_write(data)
+        events: list[Event] = []
+        if self._info is None:
+            self._advance()
+            if self._info is None:
+                return events
+            events.append(HandshakeComplete(self._info))
+        events.extend(self._read_application_data())
+        return events
+
+    def _owed(self) -> bytes:
+        return self.data_to_send()
+
+    def _outgoing_pending(self) -> bool:
+        """Whether records wait to be sent (read early, kept for data_to_send)."""
+        self._peeked += self._drain()
+        return bool(self._peeked)
+
+    def data_to_send(self) -> bytes:
+        """Every record this side has produced since the last call: one flight."""
+        data = self._peeked + self._drain()
+        self._peeked = b""
+        return data
+
+
+def check_records(data: bytes) -> None:
+    """Whole TLS or DTLS records, checked before OpenSSL sees a byte."""
+    try:
+        _records.check_records(data)
+    except TruncatedRecord as exc:
+        raise IncompleteFlightError(f"flight is truncated: {exc}") from None
+    except RecordError as exc:
+        raise NotTLSError(f"not TLS: {exc}") from None
+
+
+def _group_name(conn: SSL.Connection) -> str | None:
+    """The negotiated key-exchange group (e.g. 'secp256r1', 'X25519MLKEM768')."""
+    try:
+        from OpenSSL._util import ffi, lib  # noqa: PLC0415 - private, optional
+
+        name = lib.SSL_get0_group_name(conn._ssl)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return None
+    return ffi.string(name).decode() if name != ffi.NULL else None
 
 
 def _openssl_reason(exc: SSL.Error) -> str:

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .config import Mode
+from .dtls import AnySession
 from .errors import Reason, Refusal
 from .events import SessionInfo
 from .keys import ExportedKeys
 from .protection import ServerProtector
-from .session import ATLSSession
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,13 @@ def session_public_id(token: str) -> str:
 class SessionEntry:
     """One session as the server keeps it.
 
-    ``session`` is the TLS object while it is needed: always in records
+    ``session`` is the TLS (or DTLS) object while it is needed: always in records
     mode, and in key-export mode only until the keys are exported (then the
     entry keeps just ``keys``, ``protector`` and ``info``).
     """
 
     token: str
-    session: ATLSSession | None
+    session: AnySession | None
     client: str
     mode: Mode
     created: float
@@ -129,7 +129,7 @@ class SessionStore:
 
     # -- admission ------------------------------------------------------------
 
-    def open(self, session: ATLSSession, client: str, mode: Mode) -> SessionEntry:
+    def open(self, session: AnySession, client: str, mode: Mode) -> SessionEntry:
         """Admit a new handshake, or refuse: the service is full, or this client is."""
         self.sweep()
         limits = self.limits

@@ -3,6 +3,9 @@
 Record types and sizes; from a ClientHello the offered versions, suites, SNI,
 ALPN and key-share groups; from a ServerHello the chosen version and suite;
 in TLS 1.2 the certificate subjects; in key-export mode the RFC 8188 header.
+DTLS records too: each record's epoch and sequence number, and the DTLS
+handshake (12-byte message headers, fragments reassembled): ClientHello (with
+its cookie's length), HelloVerifyRequest, ServerHello, certificates.
 
 The ClientHello is parsed by mitmproxy's maintained parser
 (``mitmproxy.tls.ClientHello``). It exposes extensions only as raw bytes, so
@@ -168,6 +171,8 @@ class FlightSummary:
     alert_records: int = 0
     protected: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    dtls: list[tuple[int, int]] = field(default_factory=list)  # (epoch, sequence) per record
+    cookie_length: int | None = None  # DTLS: of the ClientHello or HelloVerifyRequest
 
     @property
     def offered_versions(self) -> set[str]:
@@ -180,10 +185,16 @@ class FlightSummary:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["records"] = [{"type": t, "length": n} for t, n in self.records]
-        return {k: v for k, v in data.items() if v not in (None, [], 0) or k == "bytes"}
+        for record, (epoch, sequence) in zip(data["records"], self.dtls, strict=False):
+            record.update(epoch=epoch, seq=sequence)
+        del data["dtls"]
+        kept = ("bytes", "cookie_length")  # a DTLS cookie of length 0 is worth saying
+        return {k: v for k, v in data.items() if v not in (None, [], 0) or k in kept and v == 0}
 
     def one_line(self) -> str:
-        parts = [f"{len(self.records)} records, {self.bytes} B"]
+        parts = [f"{len(self.records)} {'DTLS ' if self.dtls else ''}records, {self.bytes} B"]
+        if self.dtls:
+            parts[0] += " (epoch.seq " + " ".join(f"{e}.{s}" for e, s in self.dtls) + ")"
         if self.protected is not None:
             parts = [f"aes128gcm seq={self.protected.get('seq')}, {self.bytes} B"]
         if self.client_hello:
@@ -207,11 +218,11 @@ def _u16_list(data: bytes) -> list[int]:
     return [int.from_bytes(data[i : i + 2]) for i in range(0, len(data) - 1, 2)]
 
 
-def _client_hello(body: bytes, notes: list[str]) -> ClientHelloSummary | None:
+def _client_hello(body: bytes, notes: list[str], dtls: bool = False) -> ClientHelloSummary | None:
     from mitmproxy.tls import ClientHello  # maintained parser; imported lazily
 
     try:
-        hello = ClientHello(body)
+        hello = ClientHello(body, dtls=dtls)
         extensions = list(hello.extensions)
         suites = list(hello.cipher_suites)
         sni, alpn = hello.sni, [p.decode("latin-1") for p in hello.alpn_protocols]
@@ -321,28 +332,30 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
         summary.protected = _protected_header(body)
         return
     handshake_bytes = bytearray()
+    dtls_fragments: list[bytes] = []
     plaintext = True  # handshake records before a ChangeCipherSpec are readable
     try:
         for record in iter_records(body):
             summary.records.append((content_type_name(record.content_type), len(record.payload)))
+            if record.dtls:
+                summary.dtls.append((record.epoch or 0, record.sequence or 0))
             if record.content_type is ContentType.CHANGE_CIPHER_SPEC:
                 plaintext = False
             elif record.content_type is ContentType.ALERT:
                 summary.alert_records += 1
-            elif record.content_type is ContentType.HANDSHAKE and plaintext and not record.dtls:
-                # DTLS handshake headers differ (12 bytes); only the records are listed
-                handshake_bytes += record.payload
+            elif record.content_type is ContentType.HANDSHAKE and plaintext:
+                if record.dtls:
+                    plaintext = record.epoch == 0  # epoch 1 and later are encrypted
+                    if plaintext:
+                        dtls_fragments.append(record.payload)
+                else:
+                    handshake_bytes += record.payload
             elif record.content_type is ContentType.APPLICATION_DATA:
                 plaintext = False
     except RecordError as exc:
         summary.notes.append(f"not TLS records: {exc}")
-    at = 0
-    while at + 4 <= len(handshake_bytes):
-        msg_type = handshake_bytes[at]
-        length = int.from_bytes(handshake_bytes[at + 1 : at + 4])
-        msg = bytes(handshake_bytes[at + 4 : at + 4 + length])
-        if len(msg) < length:
-            break
+    messages = _dtls_messages(dtls_fragments) if summary.dtls else _tls_messages(handshake_bytes)
+    for msg_type, msg in messages:
         try:
             name = HandshakeType(msg_type).name.lower()
         except ValueError:
@@ -350,7 +363,11 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
             break
         summary.handshake.append(name)
         if msg_type == HandshakeType.CLIENT_HELLO:
-            summary.client_hello = _client_hello(msg, summary.notes)
+            summary.client_hello = _client_hello(msg, summary.notes, dtls=bool(summary.dtls))
+            if summary.dtls and len(msg) > 35 and len(msg) > 35 + msg[34]:
+                summary.cookie_length = msg[35 + msg[34]]  # after version, random, session id
+        elif msg_type == HandshakeType.HELLO_VERIFY_REQUEST and len(msg) > 2:
+            summary.cookie_length = msg[2]
         elif msg_type == HandshakeType.SERVER_HELLO:
             summary.server_hello = _server_hello(msg, summary.notes)
             if summary.server_hello and summary.server_hello.version == "1.3":
@@ -360,4 +377,48 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
                 summary.certificates.append(subject)
                 if serial is not None:
                     summary.certificate_serials.append(serial)
+
+
+def _tls_messages(data: bytearray) -> list[tuple[int, bytes]]:
+    """TLS handshake messages: a 4-byte header (type, 24-bit length) each."""
+    messages, at = [], 0
+    while at + 4 <= len(data):
+        length = int.from_bytes(data[at + 1 : at + 4])
+        msg = bytes(data[at + 4 : at + 4 + length])
+        if len(msg) < length:
+            break
+        messages.append((data[at], msg))
         at += 4 + length
+    return messages
+
+
+def _dtls_messages(fragments: list[bytes]) -> list[tuple[int, bytes]]:
+    """DTLS handshake messages from fragments with 12-byte headers (RFC 6347 4.2.2).
+
+    Header: type, 24-bit length, 16-bit message_seq, 24-bit fragment offset and
+    length. Fragments are put together by message_seq; incomplete messages are
+    left out (the rest of the flight may be in another body).
+    """
+    parts: dict[int, tuple[int, bytearray, set[int]]] = {}
+    available = sum(len(p) for p in fragments)  # no message can be longer: bounds memory
+    for payload in fragments:
+        at = 0
+        while at + 12 <= len(payload):
+            msg_type = payload[at]
+            length = int.from_bytes(payload[at + 1 : at + 4])
+            seq = int.from_bytes(payload[at + 4 : at + 6])
+            offset = int.from_bytes(payload[at + 6 : at + 9])
+            frag_len = int.from_bytes(payload[at + 9 : at + 12])
+            fragment = payload[at + 12 : at + 12 + frag_len]
+            if len(fragment) < frag_len or offset + frag_len > length or length > available:
+                break
+            _, buffer, covered = parts.setdefault(seq, (msg_type, bytearray(length), set()))
+            if len(buffer) == length:
+                buffer[offset : offset + frag_len] = fragment
+                covered.update(range(offset, offset + frag_len))
+            at += 12 + frag_len
+    return [
+        (msg_type, bytes(buffer))
+        for _, (msg_type, buffer, covered) in sorted(parts.items())
+        if len(covered) == len(buffer)
+    ]

@@ -21,6 +21,7 @@ rules:
       client_cert_serial: "device-00*"  # TLS 1.2 only: its serial number (X.520)
       direction: request       # request | response
       flight: 1                # the session's n-th flight (1-based)
+      transport: coap          # http (the HTTP middlebox) | coap (the UDP middlebox)
     action: block              # allow | block | audit | limit | fault | mark
     status: 403
 ```
@@ -68,6 +69,7 @@ class Action(enum.Enum):
 VARIANTS = ("current", "draft-00", "unlabelled")
 VARIANT_ALIASES = {"labelled": "current", "legacy": "draft-00"}  # names before 0.2
 DIRECTIONS = ("request", "response")
+TRANSPORTS = ("http", "coap")  # which middlebox saw the flight: HTTP, or CoAP datagrams
 FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
 
 
@@ -93,6 +95,7 @@ class FlightContext:
     client_cert_serials: tuple[str, ...] = ()
     body_bytes: int = 0
     session_bytes: int = 0  # the session's bytes before this flight
+    transport: str = "http"
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ class Match:
             (self.client_cert_serials, "client_cert_serials"),
         )
 
+    transports: tuple[str, ...] = ()
+
     def matches(self, ctx: FlightContext) -> bool:
         if self.clients:
             try:
@@ -149,6 +154,8 @@ class Match:
         if self.directions and ctx.direction not in self.directions:
             return False
         if self.flights and ctx.flight not in self.flights:
+            return False
+        if self.transports and ctx.transport not in self.transports:
             return False
         for patterns, name in self._offered():
             if patterns and not any(_glob_any(v, patterns) for v in getattr(ctx, name)):
@@ -475,6 +482,7 @@ class _Parser:
                 "extensions",
                 "client_cert_subject",
                 "client_cert_serial",
+                "transport",
             },
         )
 
@@ -550,6 +558,12 @@ class _Parser:
                 raw.get("client_cert_serial"),
                 self._string,
                 "is not a string",
+            ),
+            transports=self._list(
+                f"{where}.transport",
+                raw.get("transport"),
+                self._choice(TRANSPORTS),
+                "is not 'http' or 'coap'",
             ),
         )
 
@@ -683,7 +697,7 @@ class _Parser:
     @staticmethod
     def _tls_version(value: Any) -> str | None:
         version = TLSVersion.parse(value)  # ValueError: reported with the place
-        return version.label if version <= TLSVersion.TLS1_3 else None
+        return version.label  # "1.2", "1.3", "DTLS 1.2": as observe names offered versions
 
     @staticmethod
     def _variant(value: Any) -> str | None:

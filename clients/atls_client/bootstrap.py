@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from atls.cacerts import BundleError, decode_cacerts, vouched_anchors
+from atls.dtls import DEFAULT_MTU, DTLSContext
 from atls.http_binding import Mode, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError
 from atls.pki import Identity, device_serial
@@ -83,6 +84,10 @@ class BootstrapConfig:
     # SSLKEYLOGFILE writer for the ATLS sessions (atls.session.open_keylog).
     keylog: Callable[[bytes], None] | None = None
     tls_version: TLSVersion | None = None  # offer only this version (an old device)
+    # TLSConfig fields for the ATLS session: suites, groups, ALPN (atls.cli_options)
+    tls_options: dict[str, Any] = field(default_factory=dict)
+    dtls: bool = False  # the ATLS session is DTLS 1.2 (records in the HTTP bodies)
+    mtu: int = DEFAULT_MTU
 
 
 @dataclass
@@ -268,13 +273,14 @@ class Bootstrap:
             keylog=self.config.keylog,
             min_version=self.config.tls_version or TLSVersion.TLS1_2,
             max_version=self.config.tls_version or TLSVersion.TLS1_3,
+            **self.config.tls_options,
         )
         carrier = CarrierSettings(
             proxy=self.config.proxy, network_tls_verify=False, timeout=self.config.timeout
         )
         return ATLSClient(
             self.config.service_url,
-            tls,
+            DTLSContext(tls, mtu=self.config.mtu) if self.config.dtls else tls,
             mode=self.config.mode,
             variant=self.config.variant,
             carrier=carrier,

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from atls.cli_options import add_dtls_arguments, add_profile_arguments, profile_settings
+from atls.dtls import DTLSContext
 from atls.http_binding import Mode, Problem, ServiceRefusedError, Variant
 from atls.inner_http import InnerHTTPError, InnerRequest, InnerResponse
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="append the ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600) "
         "to decrypt captured ATLS records",
     )
+    add_profile_arguments(p)
+    add_dtls_arguments(p)
     carrier = p.add_argument_group("carrier (the network connection that carries ATLS)")
     carrier.add_argument("--proxy", help="HTTP forward proxy URL, e.g. http://127.0.0.1:8080")
     carrier.add_argument(
@@ -114,6 +118,7 @@ def _config(args: argparse.Namespace) -> TLSConfig:
         min_version=version or TLSVersion.TLS1_2,
         max_version=version or TLSVersion.TLS1_3,
         keylog=open_keylog(args.keylog),
+        **profile_settings(args),
     )
 
 
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     report: dict[str, Any] = {"url": args.url}
     try:
         config = _config(args)
+        tls = DTLSContext(config, mtu=args.mtu) if args.dtls else config
         inner = _parse_request(args.request, args.data, args.content_type)
     except (PKIError, ValueError) as exc:
         return EXIT_USAGE, {**report, "error": str(exc), "stage": "config"}
@@ -146,7 +152,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     try:
         with ATLSClient(
             args.url,
-            config,
+            tls,
             mode=Mode(args.mode),
             variant=Variant.DRAFT00 if args.draft00 else Variant.CURRENT,
             exporter=exporter,
@@ -159,6 +165,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             report["session"] = {
                 "version": info.version,
                 "cipher": info.cipher,
+                "group": info.group,
+                "alpn": info.alpn,
                 "peer": info.peer_subject,
                 "mode": args.mode,
                 "variant": binding.variant.value,

@@ -21,8 +21,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from atls.dtls import AnySession, DTLSContext, DTLSSession
 from atls.errors import Refusal
-from atls.http_binding import ClientBinding, Mode, OutgoingMessage, Variant
+from atls.http_binding import (
+    ClientBinding,
+    MessageDropped,
+    Mode,
+    OutgoingMessage,
+    RetransmitLater,
+    Variant,
+)
 from atls.inner_http import InnerRequest, InnerResponse
 from atls.keys import ExporterSettings
 from atls.session import (
@@ -37,6 +45,9 @@ from atls.session import (
 )
 
 INNER_BASE_URL = "https://atls"
+# DTLS handshake answers that arrived damaged: resent by the DTLS timer (1 s, 2 s,
+# 4 s) before the attempt counts as failed (then the retry policy starts afresh)
+MAX_DTLS_RETRANSMITS = 3
 
 
 class CarrierError(ATLSError):
@@ -145,9 +156,13 @@ class _ClientBase:
         server_name: str | None = None,
         retries: int = 0,
         backoff: float = 0.25,
+        dtls: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.context = tls if isinstance(tls, TLSContext) else tls.build()
+        if isinstance(tls, TLSContext):
+            self.context = tls  # a DTLSContext runs DTLS sessions
+        else:
+            self.context = DTLSContext(tls) if dtls else tls.build()
         self.mode = mode
         self.variant = variant
         self.exporter = exporter
@@ -175,7 +190,11 @@ class _ClientBase:
         return self.backoff * (2**attempt)
 
     def _new_binding(self) -> ClientBinding:
-        session = ATLSSession(self.context, server_name=self.server_name)
+        session: AnySession
+        if isinstance(self.context, DTLSContext):
+            session = DTLSSession(self.context, server_name=self.server_name)
+        else:
+            session = ATLSSession(self.context, server_name=self.server_name)
         self.binding = ClientBinding(
             session, variant=self.variant, mode=self.mode, exporter=self.exporter
         )
@@ -250,18 +269,38 @@ class ATLSClient(_ClientBase):
     def _handshake_once(self) -> SessionInfo:
         binding = self._new_binding()
         message: OutgoingMessage | None = binding.start()
+        retransmits = 0
         while message is not None:
             response = self._post(message)
-            message = binding.receive(response.status_code, _headers(response), response.content)
+            try:
+                message = binding.receive(
+                    response.status_code, _headers(response), response.content
+                )
+            except RetransmitLater as wait:  # DTLS: the answer arrived damaged
+                retransmits += 1
+                if retransmits > MAX_DTLS_RETRANSMITS:
+                    raise
+                time.sleep(wait.delay)
+                message = binding.retransmit()
         return binding.session.info
 
     def request_inner(self, request: InnerRequest) -> InnerResponse:
         binding = self._require_binding()
-        message, token = binding.wrap_request(request)
-        response = self._post(message)
-        return binding.unwrap_response(
-            token, request.method, response.status_code, _headers(response), response.content
-        )
+        for attempt in range(self.retries + 1):
+            message, token = binding.wrap_request(request)
+            response = self._post(message)
+            try:
+                return binding.unwrap_response(
+                    token,
+                    request.method,
+                    response.status_code,
+                    _headers(response),
+                    response.content,
+                )
+            except MessageDropped:  # DTLS dropped it unserved: send it again in fresh records
+                if attempt >= self.retries:
+                    raise
+        raise AssertionError("unreachable")
 
 
 class AsyncATLSClient(_ClientBase):
@@ -325,20 +364,40 @@ class AsyncATLSClient(_ClientBase):
     async def _handshake_once(self) -> SessionInfo:
         binding = self._new_binding()
         message: OutgoingMessage | None = binding.start()
+        retransmits = 0
         while message is not None:
             response = await self._post(message)
-            message = binding.receive(response.status_code, _headers(response), response.content)
+            try:
+                message = binding.receive(
+                    response.status_code, _headers(response), response.content
+                )
+            except RetransmitLater as wait:  # DTLS: the answer arrived damaged
+                retransmits += 1
+                if retransmits > MAX_DTLS_RETRANSMITS:
+                    raise
+                await asyncio.sleep(wait.delay)
+                message = binding.retransmit()
         return binding.session.info
 
     async def request_inner(self, request: InnerRequest) -> InnerResponse:
         binding = self._require_binding()
         serialize = self._records_lock if binding.mode is Mode.RECORDS else None
         async with serialize or contextlib.nullcontext():
-            message, token = binding.wrap_request(request)
-            response = await self._post(message)
-            return binding.unwrap_response(
-                token, request.method, response.status_code, _headers(response), response.content
-            )
+            for attempt in range(self.retries + 1):
+                message, token = binding.wrap_request(request)
+                response = await self._post(message)
+                try:
+                    return binding.unwrap_response(
+                        token,
+                        request.method,
+                        response.status_code,
+                        _headers(response),
+                        response.content,
+                    )
+                except MessageDropped:  # dropped unserved by DTLS: send again
+                    if attempt >= self.retries:
+                        raise
+        raise AssertionError("unreachable")
 
 
 class ATLSTransport(httpx.BaseTransport):

@@ -9,15 +9,20 @@ Exit codes of ``bootstrap`` are listed by ``atls-device bootstrap --help``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 
+from atls.cli_options import add_dtls_arguments, add_profile_arguments, profile_settings
+from atls.config import Role, TLSConfig
 from atls.http_binding import Mode, Variant
+from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIDirectory, PKIError
 from atls.session import TLSVersion, open_keylog
 
 from .bootstrap import EXIT_CODES, EXIT_USAGE, Bootstrap, BootstrapConfig
+from .coap_device import COAP_EXIT_CODES, ConstrainedRun, run_constrained
 from .truststore import TrustStore, TrustStoreError
 
 
@@ -62,9 +67,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="append the ATLS sessions' secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
     )
+    add_profile_arguments(b)
+    add_dtls_arguments(b)
     b.add_argument("--report", type=Path, help="also write the JSON report to this file")
     b.add_argument("--report-dir", type=Path, help="write the JSON report to DIR/<serial>.json")
     b.add_argument("--json", action="store_true", help="print the JSON report, not progress")
+    c = sub.add_parser(
+        "coap",
+        help="a constrained device: ATLS over CoAP via a gateway, then OSCORE readings",
+        epilog="exit codes: "
+        + ", ".join(f"{code} {text}" for code, text in COAP_EXIT_CODES.items()),
+    )
+    c.add_argument("--gateway", required=True, help="the CoAP gateway, e.g. coap://gw:5683")
+    c.add_argument("--pki", type=Path, default=Path("pki"), help="test PKI directory")
+    c.add_argument("--device", help="device serial (default: first in PKI); 'auto' as above")
+    c.add_argument("--claim-dir", type=Path, help="shared directory for --device auto")
+    c.add_argument("--server-name", default="atls-service", help="name the service must prove")
+    c.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.EXPORT.value)
+    c.add_argument("--dtls", action="store_true", help="DTLS 1.2 records instead of TLS")
+    c.add_argument("--profile", default="constrained", help="TLS profile (constrained, default)")
+    c.add_argument("--exporter-label", default=DEFAULT_EXPORTER_LABEL)
+    c.add_argument("--readings", type=int, default=3, help="OSCORE readings to send")
+    c.add_argument("--canary", default="", help="a marker put in every reading")
+    c.add_argument("--no-replay", action="store_true", help="skip the replay check")
+    c.add_argument("--retries", type=int, default=2)
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds per CoAP exchange")
+    c.add_argument("--report", type=Path)
+    c.add_argument("--report-dir", type=Path)
+    c.add_argument("--json", action="store_true")
     s = sub.add_parser("show", help="show the trust store")
     s.add_argument("--store", type=Path, required=True)
     return p
@@ -86,6 +116,8 @@ def claim_serial(serials: list[str], claim_dir: Path | None) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "coap":
+        return _coap(args)
     if args.command == "show":
         try:
             store = TrustStore(args.store)
@@ -128,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             keylog=open_keylog(args.keylog),
             tls_version=TLSVersion.parse(args.tls_version) if args.tls_version else None,
+            tls_options=profile_settings(args),
+            dtls=args.dtls,
+            mtu=args.mtu,
         )
         bootstrap = Bootstrap(config, None if args.json else (lambda line: print(line, flush=True)))
     except (PKIError, OSError, ValueError) as exc:
@@ -145,6 +180,51 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"[{report.device}] {report.result}; anchors installed: {report.anchors or 'none'}")
     return report.exit_code
+
+
+def _coap(args: argparse.Namespace) -> int:
+    try:
+        pki = PKIDirectory(args.pki)
+        if args.device == "auto":
+            serial = claim_serial(pki.device_serials(), args.claim_dir)
+        else:
+            serial = args.device or next(iter(pki.device_serials()), None)
+        if serial is None:
+            raise PKIError(f"no device identities in {pki.root / 'devices'}")
+        tls = TLSConfig(
+            Role.CLIENT,
+            identity=pki.device(serial),
+            trust_anchors=pki.vendor_ca_cert.read_bytes(),
+            server_name=args.server_name,
+        ).with_profile(args.profile)
+        run = ConstrainedRun(
+            gateway=args.gateway,
+            tls=tls,
+            device=serial,
+            mode=Mode(args.mode),
+            dtls=args.dtls,
+            exporter=ExporterSettings(label=args.exporter_label),
+            readings=max(0, args.readings),
+            canary=args.canary,
+            replay=not args.no_replay,
+            timeout=args.timeout,
+            retries=max(0, args.retries),
+        )
+    except (PKIError, OSError, ValueError) as exc:
+        print(f"atls-device: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    say = None if args.json else (lambda line: print(line, flush=True))
+    data = asyncio.run(run_constrained(run, say))
+    if args.report_dir:
+        args.report = args.report_dir / f"{serial}.json"
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(data, indent=2))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif data["exit_code"]:
+        print(f"atls-device: {serial}: {data.get('error')}", file=sys.stderr)
+    return int(data["exit_code"])
 
 
 if __name__ == "__main__":

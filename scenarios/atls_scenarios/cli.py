@@ -178,10 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scenario-device-args":
             from .scenario import find_scenario
 
-            devices = find_scenario(args.scenario).devices
+            found = find_scenario(args.scenario)
+            devices = found.devices
+            if found.topology.gateway:  # atls-device coap
+                print(
+                    f"--mode {devices.mode} --retries {devices.retries} "
+                    f"--timeout {devices.timeout:g} --profile {devices.profile} "
+                    f"--readings {devices.readings}" + (" --dtls" if devices.dtls else "")
+                )
+                return 0
             extra = " --draft00" if devices.variant == "draft-00" else ""
             if devices.tls_version:
                 extra += f" --tls-version {devices.tls_version}"
+            extra += f" --profile {devices.profile}" + (" --dtls" if devices.dtls else "")
             print(
                 f"--mode {devices.mode} --retries {devices.retries} --backoff 0.1 "
                 f"--timeout {devices.timeout:g}{extra}"

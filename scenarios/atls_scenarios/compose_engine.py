@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import DEFAULT_TAG, repo_root
-from .local_engine import Observations
+from .local_engine import Observations, search_canary
 from .scenario import Scenario
 
 MIDDLEBOX_MODES = ("explicit", "transparent")
@@ -96,8 +96,18 @@ def compose_files(scenario: Scenario, middlebox_mode: str) -> list[Path]:
         files.append(compose / "no-middlebox.yml")
     elif scenario.topology.forward_proxy:
         files.append(compose / "http-proxy.yml")
+    if scenario.topology.gateway:
+        if not scenario.topology.middlebox or not scenario.topology.udp_middlebox:
+            raise EngineUnavailable(
+                f"scenario {scenario.name}: compose runs the gateway between both middleboxes"
+            )
+        files.append(compose / "constrained.yml")
     if middlebox_mode == "transparent":
-        if not scenario.topology.middlebox or scenario.topology.forward_proxy:
+        if (
+            not scenario.topology.middlebox
+            or scenario.topology.forward_proxy
+            or scenario.topology.gateway
+        ):
             raise EngineUnavailable(f"scenario {scenario.name} has no transparent variant")
         files.append(compose / "transparent.yml")
     return files
@@ -121,6 +131,8 @@ class ComposeEngine:
         self.say = say
         self.middlebox_mode = middlebox_mode
         self.image = image or default_image()
+        # constrained scenarios run CoAP devices (compose/constrained.yml)
+        self.device_service = "coap-device" if scenario.topology.gateway else "device"
 
     def run(self) -> Observations:
         sc = self.scenario
@@ -140,23 +152,35 @@ class ComposeEngine:
             "ATLS_DEVICE_LINGER": "0",  # devices exit: their exit codes are watched here
             "COMPOSE_HTTP_TIMEOUT": "300",
         }
+        if sc.topology.gateway:
+            env["ATLS_CANARY"] = "CANARY-" + secrets.token_hex(8)
+        scale = [f"{self.device_service}={sc.devices.count}"]
+        if self.device_service != "device":
+            scale = ["device=0", *scale]
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         obs = Observations()
+        if sc.topology.gateway:
+            obs.canary = env["ATLS_CANARY"]
         self.say(
             f"[compose] project {project}: {' + '.join(f.name for f in files)} "
             f"({self.middlebox_mode} middlebox, image {self.image}, {' '.join(cli)})"
         )
         try:
             if sc.faults:  # everything but the devices first, then the faults
+                infra = ["device=0"] + (["coap-device=0"] if sc.topology.gateway else [])
                 self._up(
-                    client, project, base + ["up", "-d", "--scale", "device=0"], env, "up-infra"
+                    client,
+                    project,
+                    base + ["up", "-d"] + [a for x in infra for a in ("--scale", x)],
+                    env,
+                    "up-infra",
                 )
                 for fault in sc.faults:
                     self._apply_fault(client, project, fault)
             self._up(
                 client,
                 project,
-                base + ["up", "-d", "--no-recreate", "--scale", f"device={sc.devices.count}"],
+                base + ["up", "-d", "--no-recreate"] + [a for x in scale for a in ("--scale", x)],
                 env,
                 "up",
             )
@@ -176,6 +200,14 @@ class ComposeEngine:
         audit = self.run_dir / "audit.jsonl"
         if audit.exists():
             obs.audit = [json.loads(line) for line in audit.read_text().splitlines() if line]
+        coap_audit = self.run_dir / "coap-audit.jsonl"
+        if coap_audit.exists():
+            obs.coap_audit = [json.loads(x) for x in coap_audit.read_text().splitlines() if x]
+        if obs.canary:
+            # the service's own log is the endpoint's (it may name the canary)
+            obs.canary_hits, obs.canary_searched = search_canary(
+                self.run_dir, obs.canary, exclude=("*atls-service*",)
+            )
         obs.notes.append(f"compose project {project}, middlebox {self.middlebox_mode}")
         return obs
 
@@ -227,7 +259,7 @@ class ComposeEngine:
         started = time.monotonic()
         last_done = -1
         while True:
-            devices = self._containers(client, project, "device")
+            devices = self._containers(client, project, self.device_service)
             for c in devices:
                 c.reload()
             done = {

@@ -91,6 +91,51 @@ def check(scenario: Scenario, obs: Observations) -> list[Check]:
         want = scenario.devices.count if count == "devices" else int(count)
         got = sum(1 for e in obs.events if e.get("event") == event)
         checks.append(Check(f"service event {event}", got == want, str(want), str(got)))
+    if expect.get("canary_unseen"):
+        hits = obs.canary_hits
+        checks.append(
+            Check(
+                "gateway and middleboxes saw no plaintext",
+                bool(obs.canary) and not hits and bool(obs.canary_searched),
+                f"canary in none of {len(obs.canary_searched)} logged/stored files",
+                ", ".join(hits) if hits else f"absent ({obs.canary or 'no canary'})",
+            )
+        )
+    if "canary_delivered" in expect:
+        want = expect["canary_delivered"]
+        want = scenario.devices.count * scenario.devices.readings if want == "readings" else want
+        got = sum(
+            1
+            for e in obs.events
+            if e.get("event") == "oscore-reading" and e.get("canary") == obs.canary
+        )
+        checks.append(
+            Check("readings with the canary reached the service", got == want, str(want), str(got))
+        )
+    if expect.get("replay_refused"):
+        each(
+            "replayed reading refused",
+            True,
+            [str(d.get("replay_code", "")).startswith("4.") for d in devices],
+        )
+    coap = expect.get("coap_audit") or {}
+    if "min_lines" in coap:
+        checks.append(
+            Check(
+                "CoAP middlebox audit lines",
+                len(obs.coap_audit) >= coap["min_lines"],
+                f">= {coap['min_lines']}",
+                str(len(obs.coap_audit)),
+            )
+        )
+    for key, field_name in (("decisions", "decision"), ("kinds", "kind")):
+        seen = [a.get(field_name) for a in obs.coap_audit]
+        for wanted in coap.get(key, []):
+            checks.append(
+                Check(
+                    f"CoAP audit {field_name} {wanted}", wanted in seen, "present", _summary(seen)
+                )
+            )
     if expect.get("service_healthy"):
         status = obs.health.get("status") if obs.health else "unreachable"
         checks.append(Check("service healthy", status == "ok", "ok", str(status)))

@@ -8,7 +8,9 @@ device serials through the service's operator API, as a domain operator would.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -21,7 +23,12 @@ from typing import Any
 from atls.pki import DEFAULT_SERVICE_NAMES, init_pki
 
 from .operator import fetch_events, operator_setup
-from .processes import MitmdumpProcess, ServiceProcess
+from .processes import (
+    GatewayProcess,
+    MitmdumpProcess,
+    ServiceProcess,
+    UdpMitmdumpProcess,
+)
 from .scenario import Scenario
 
 # The service's name in the test PKI and under compose: devices ask for it in both engines.
@@ -38,6 +45,11 @@ class Observations:
     events: list[dict[str, Any]] = field(default_factory=list)
     health: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # constrained runs: the canary put in every reading, and where it was found
+    canary: str | None = None
+    canary_hits: list[str] = field(default_factory=list)
+    canary_searched: list[str] = field(default_factory=list)
+    coap_audit: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LocalEngine:
@@ -60,7 +72,10 @@ class LocalEngine:
         service = ServiceProcess(pki.root, logs)
         mitm: MitmdumpProcess | None = None
         front: MitmdumpProcess | None = None
+        gateway: GatewayProcess | None = None
+        udp_mitm: UdpMitmdumpProcess | None = None
         audit_log = self.run_dir / "audit.jsonl"
+        coap_audit_log = self.run_dir / "coap-audit.jsonl"
         try:
             service.start()
             self.say(f"[runner] atls-service at {service.url}")
@@ -74,6 +89,7 @@ class LocalEngine:
                     upstream_ca=pki.vendor_ca_cert,
                     policy=policy,
                     audit_log=audit_log,
+                    save_flows=self.run_dir / "flows.mitm" if sc.topology.gateway else None,
                 ).start()
                 proxy = mitm.url
                 self.say(f"[runner] middlebox mitmdump + ATLS addon at {mitm.url}")
@@ -97,16 +113,81 @@ class LocalEngine:
                 )
             for fault in sc.faults:
                 mitm = self._apply_fault(fault, mitm)
-            obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
+            if sc.topology.gateway:
+                gateway = GatewayProcess(
+                    service.url,
+                    logs,
+                    proxy=proxy,
+                    network_ca=mitm.ca_cert if mitm else pki.vendor_ca_cert,
+                ).start()
+                self.say(f"[runner] atls-gateway (CoAP) at {gateway.uri} -> {proxy or 'service'}")
+                device_uri = gateway.uri
+                if sc.topology.udp_middlebox:
+                    policy = self.run_dir / "policy.yaml"
+                    policy.write_text(sc.policy_text)
+                    udp_mitm = UdpMitmdumpProcess(
+                        f"{gateway.host}:{gateway.port}",
+                        self.run_dir / "mitmproxy-udp",
+                        logs,
+                        policy=policy,
+                        audit_log=coap_audit_log,
+                    ).start()
+                    device_uri = udp_mitm.uri
+                    self.say(f"[runner] UDP middlebox mitmdump + CoAP addon at {udp_mitm.uri}")
+                obs.canary = "CANARY-" + secrets.token_hex(8)
+                obs.devices = self._run_coap_devices(serials, device_uri, pki.root, obs.canary)
+            else:
+                obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
             obs.events, obs.health = fetch_events(service.url, token, verify)
         finally:
-            for proc in (front, mitm):
+            for proc in (udp_mitm, gateway, front, mitm):
                 if proc:
                     proc.stop()
             service.stop()
         if audit_log.exists():
             obs.audit = [json.loads(line) for line in audit_log.read_text().splitlines()]
+        if coap_audit_log.exists():
+            obs.coap_audit = [json.loads(x) for x in coap_audit_log.read_text().splitlines()]
+        if obs.canary:
+            obs.canary_hits, obs.canary_searched = search_canary(self.run_dir, obs.canary)
         return obs
+
+    def _run_coap_devices(
+        self, serials: list[str], uri: str, pki_root: Path, canary: str
+    ) -> list[dict[str, Any]]:
+        sc = self.scenario
+
+        def argv(serial: str, report: Path) -> list[str]:
+            return [
+                sys.executable,
+                "-m",
+                "atls_client.device_cli",
+                "coap",
+                "--gateway",
+                uri,
+                "--pki",
+                str(pki_root),
+                "--device",
+                serial,
+                "--mode",
+                sc.devices.mode,
+                "--profile",
+                sc.devices.profile,
+                "--readings",
+                str(sc.devices.readings),
+                "--canary",
+                canary,
+                "--retries",
+                str(sc.devices.retries),
+                "--timeout",
+                str(sc.devices.timeout),
+                "--report",
+                str(report),
+                "--json",
+                *(["--dtls"] if sc.devices.dtls else []),
+            ]
+
+        return self._run_device_commands(serials, argv)
 
     def _apply_fault(self, fault: str, mitm: MitmdumpProcess | None) -> MitmdumpProcess | None:
         """Break the middlebox before the devices start (see scenario.FAULTS)."""
@@ -124,11 +205,8 @@ class LocalEngine:
         self, serials: list[str], url: str, pki_root: Path, proxy: str | None
     ) -> list[dict[str, Any]]:
         sc = self.scenario
-        reports: list[dict[str, Any]] = []
-        started = time.monotonic()
 
-        def one(serial: str) -> dict[str, Any]:
-            report_path = self.run_dir / "devices" / f"{serial}.json"
+        def command(serial: str, report_path: Path) -> list[str]:
             argv = [
                 sys.executable,
                 "-m",
@@ -163,6 +241,21 @@ class LocalEngine:
                 argv.append("--draft00")
             if sc.devices.tls_version:
                 argv += ["--tls-version", sc.devices.tls_version]
+            argv += ["--profile", sc.devices.profile] + (["--dtls"] if sc.devices.dtls else [])
+            return argv
+
+        return self._run_device_commands(serials, command)
+
+    def _run_device_commands(
+        self, serials: list[str], command: Callable[[str, Path], list[str]]
+    ) -> list[dict[str, Any]]:
+        sc = self.scenario
+        reports: list[dict[str, Any]] = []
+        started = time.monotonic()
+
+        def one(serial: str) -> dict[str, Any]:
+            report_path = self.run_dir / "devices" / f"{serial}.json"
+            argv = command(serial, report_path)
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=DEVICE_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -197,3 +290,31 @@ class LocalEngine:
                         f"exit {report['exit_code']} {report.get('result')}"
                     )
         return sorted(reports, key=lambda r: r["device"])
+
+
+# What the gateway and the middleboxes logged or stored, searched for the canary:
+# everything in the run's directory except the endpoints' own records (the
+# service's log, the devices' reports) and the PKI.
+_NOT_OBSERVERS = ("pki", "devices", "stores")
+
+
+def search_canary(
+    run_dir: Path, canary: str, exclude: tuple[str, ...] = ("service.log",)
+) -> tuple[list[str], list[str]]:
+    """Files under ``run_dir`` holding ``canary``, and the files searched."""
+    needle = canary.encode()
+    hits: list[str] = []
+    searched: list[str] = []
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir)
+        if not path.is_file() or rel.parts[0] in _NOT_OBSERVERS:
+            continue
+        if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in exclude):
+            continue
+        searched.append(str(rel))
+        try:
+            if needle in path.read_bytes():
+                hits.append(str(rel))
+        except OSError:
+            continue
+    return hits, searched

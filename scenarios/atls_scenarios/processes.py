@@ -255,3 +255,101 @@ class MitmdumpProcess(_Supervised):
         self.process.start()
         process = self.process
         return self._await_ready(lambda: wait_port(self.host, self.port, process, timeout))
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_log(proc: ManagedProcess, marker: str, timeout: float = 30.0) -> None:
+    """Wait until ``marker`` shows up in the process's log (UDP servers have no port to poll)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise ProcessError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError):
+            if marker in proc.log_path.read_text(errors="replace"):
+                return
+        time.sleep(0.1)
+    raise ProcessError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.log_tail()}")
+
+
+@dataclass
+class GatewayProcess(_Supervised):
+    """``atls-gateway``: CoAP on a loopback UDP port, forwarding to the service."""
+
+    service_url: str
+    log_dir: Path
+    proxy: str | None = None
+    network_ca: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    extra_args: Sequence[str] = ()
+    process: ManagedProcess | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"coap://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        self.port = self.port or free_udp_port(self.host)
+        argv = [
+            _bin("atls-gateway"),
+            "--service",
+            self.service_url,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
+        if self.proxy:
+            argv += ["--proxy", self.proxy]
+        argv += ["--network-ca", str(self.network_ca)] if self.network_ca else []
+        self.process = ManagedProcess("atls-gateway", argv, self.log_dir / "gateway.log")
+        self.process.start()
+        process = self.process
+        return self._await_ready(lambda: wait_log(process, "gateway.started", timeout))
+
+
+@dataclass
+class UdpMitmdumpProcess(_Supervised):
+    """mitmdump in UDP reverse mode in front of the gateway, with the CoAP policy addon."""
+
+    target: str  # host:port of the gateway
+    confdir: Path
+    log_dir: Path
+    policy: Path | None = None
+    audit_log: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    process: ManagedProcess | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"coap://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> UdpMitmdumpProcess:
+        from atls_policy import SCRIPT
+
+        self.port = self.port or free_udp_port(self.host)
+        argv = [
+            _bin("mitmdump"),
+            "--mode",
+            f"reverse:udp://{self.target}@{self.host}:{self.port}",
+            "--set",
+            f"confdir={self.confdir}",
+            "--set",
+            "termlog_verbosity=info",
+            "-s",
+            str(SCRIPT.with_name("coap_script.py")),
+        ]
+        for option, value in (("atls_policy", self.policy), ("atls_audit_log", self.audit_log)):
+            if value is not None:
+                argv += ["--set", f"{option}={value}"]
+        self.process = ManagedProcess("mitmdump-udp", argv, self.log_dir / "mitmdump-udp.log")
+        self.process.start()
+        process = self.process
+        return self._await_ready(lambda: wait_log(process, "listening", timeout))

@@ -33,13 +33,14 @@ from typing import Any
 
 import yaml
 
+from atls.config import PROFILES
 from atls_client.bootstrap import STEPS
 from atls_policy.policy import VARIANTS, PolicyError, parse_policy
 
 STEP_STATES = ("ok", "failed", "skipped")
 # Applied after the operator step, before any device starts (both engines).
 FAULTS = ("restart-middlebox", "middlebox-unreachable")
-RESULTS = ("bootstrapped", "not-needed", "failed")
+RESULTS = ("bootstrapped", "not-needed", "failed", "readings-sent", "established")
 
 
 class ScenarioError(ValueError):
@@ -52,6 +53,9 @@ class Topology:
     forward_proxy: bool = False
     register_domain: bool = True
     claim_devices: bool = True
+    # constrained: devices speak CoAP to atls-gateway, which forwards over HTTP
+    gateway: bool = False
+    udp_middlebox: bool = False  # mitmdump UDP mode + the CoAP addon in front of the gateway
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Devices:
     parallel: int = 8
     timeout: float = 10.0
     tls_version: str | None = None  # "1.2" or "1.3": offer only that; default both
+    dtls: bool = False  # the ATLS session runs DTLS 1.2 (records in the HTTP bodies)
+    profile: str = "default"  # TLS profile (atls.config.PROFILES), e.g. constrained
+    readings: int = 3  # CoAP devices: OSCORE readings after the handshake
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,7 @@ def _check_devices(source: str, devices: Devices) -> None:
 
 
 # What the expectations can name (see expect.py); checked so a typo fails at load.
+COAP_STEPS = ("handshake", "oscore", "readings", "replay")  # atls-device coap's report
 AUDIT_DECISIONS = ("allow", "block", "fault")
 AUDIT_VARIANTS = VARIANTS  # the audit lines use the policy's names
 
@@ -154,7 +162,7 @@ def _check_expect(source: str, expect: dict[str, Any]) -> None:
         raise ScenarioError(f"{where}.handshake_attempts must be a whole number >= 0")
     if "error_contains" in expect and not isinstance(expect["error_contains"], str):
         raise ScenarioError(f"{where}.error_contains must be text")
-    steps = _section(f"{where}.steps", expect.get("steps"), set(STEPS))
+    steps = _section(f"{where}.steps", expect.get("steps"), set(STEPS) | set(COAP_STEPS))
     for step, state in steps.items():
         if state not in STEP_STATES:
             raise ScenarioError(f"{where}.steps.{step} is one of {', '.join(STEP_STATES)}")
@@ -209,6 +217,10 @@ def load_scenario(path: Path) -> Scenario:
     if devices.mode not in ("export", "records"):
         raise ScenarioError(f"{source}: devices.mode is 'export' or 'records'")
     _check_devices(source, devices)
+    if not isinstance(devices.dtls, bool):
+        raise ScenarioError(f"{source}: devices.dtls must be true or false")
+    if devices.profile not in PROFILES:
+        raise ScenarioError(f"{source}: devices.profile is one of {', '.join(PROFILES)}")
     policy_text = yaml.safe_dump(data.get("policy") or {"default": "allow"})
     try:
         parse_policy(policy_text, f"{source}: policy")
@@ -227,6 +239,10 @@ def load_scenario(path: Path) -> Scenario:
             "audit",
             "service_events",
             "service_healthy",
+            "canary_unseen",
+            "canary_delivered",
+            "replay_refused",
+            "coap_audit",
         },
     )
     _check_expect(source, expect)
@@ -239,6 +255,8 @@ def load_scenario(path: Path) -> Scenario:
     if not isinstance(faults, list) or any(f not in FAULTS for f in faults):
         raise ScenarioError(f"{source}: faults is a list of {', '.join(FAULTS)}")
     topology = Topology(**topo)
+    if topology.udp_middlebox and not topology.gateway:
+        raise ScenarioError(f"{source}: udp_middlebox sits in front of the gateway: set gateway")
     if faults and not topology.middlebox:
         raise ScenarioError(f"{source}: faults act on the middlebox; this topology has none")
     return Scenario(

@@ -28,6 +28,7 @@ from .api import api_routes
 from .bootstrap import BootstrapAPI, Registry
 from .endpoint import ATLSEndpoint, EstablishedHook, refusal_response
 from .logs import log_event
+from .oscore import OSCOREContexts, OSCOREService
 
 SWEEP_INTERVAL = 5.0
 
@@ -47,6 +48,8 @@ class ServiceSettings:
     operator_token: str | None = None
     voucher_lifetime: datetime.timedelta = datetime.timedelta(minutes=10)
     keylog: Callable[[bytes], None] | None = None  # SSLKEYLOGFILE writer (open_keylog)
+    # TLSConfig fields beyond the above: suites, groups, ALPN (atls.cli_options)
+    tls_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
@@ -68,6 +71,7 @@ class ServiceSettings:
             min_version=self.min_version,
             max_version=self.max_version,
             keylog=self.keylog,
+            **self.tls_options,
         )
 
 
@@ -104,7 +108,12 @@ def create_app(
     bootstrap = BootstrapAPI(
         registry, settings.voucher_signer, settings.operator_token, settings.voucher_lifetime
     )
-    own_routes = [*api_routes(health), *bootstrap.routes()]
+    oscore = OSCOREService(
+        settings.exporter,
+        OSCOREContexts(settings.limits.max_sessions, settings.limits.idle_ttl),
+        registry.record,
+    )
+    own_routes = [*api_routes(health), *bootstrap.routes(), *oscore.inner_routes()]
     api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)
     driver = ServerDriver(settings.tls_config().build(), store, settings.exporter)
     endpoint = ATLSEndpoint(driver, api, on_established)
@@ -131,10 +140,12 @@ def create_app(
     routes = [
         Route(WELL_KNOWN_PATH, endpoint.handle, methods=["POST"]),
         Route(LEGACY_PATH, endpoint.handle, methods=["POST"]),
+        *oscore.routes(),
         *own_routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.store = store
     app.state.endpoint = endpoint
     app.state.registry = registry
+    app.state.oscore = oscore
     return app

@@ -11,6 +11,7 @@ import ssl
 import sys
 from pathlib import Path
 
+from atls.cli_options import add_profile_arguments, profile_settings
 from atls.keys import DEFAULT_EXPORTER_LABEL, ExporterSettings
 from atls.pki import PKIError, init_pki
 from atls.session import TLSVersion, open_keylog
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="append every ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
     )
+    add_profile_arguments(p.add_argument_group("TLS profile (TLS and DTLS sessions)"))
     p.add_argument("--log-level", default="info")
     return p
 
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             operator_token=operator_token(args.operator_token_file or args.pki / "operator-token"),
             voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
             keylog=open_keylog(args.keylog),
+            tls_options=profile_settings(args),
         )
         settings.tls_config()  # refuse bad TLS settings here, with exit 2
     except (PKIError, ValueError, OSError) as exc:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message
 
 from atls.inner_http import InnerRequest, InnerResponse
+from atls.keys import ExportedKeys
 from atls.session import SessionInfo
 
 
@@ -25,6 +26,8 @@ class ATLSContext:
     mode: str
     info: SessionInfo
     exporter_fingerprint: str | None
+    keys: ExportedKeys | None = None  # the session's export (OSCORE is keyed from it)
+    identity: str | None = None  # the device identity (certificate serial), when known
 
 
 def atls_context(request: Request) -> ATLSContext | None:

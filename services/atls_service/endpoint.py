@@ -130,7 +130,7 @@ class ATLSEndpoint:
                 httponly=True,
                 samesite="strict",
             )
-        if reply.closed:
+        if reply.closed and reply.entry is not None:
             log_event("atls.closed", session=reply.entry.public_id, client=reply.entry.client)
         return response
 
@@ -162,6 +162,7 @@ class ATLSEndpoint:
 
     def _established(self, outcome: Reply | ApplicationRequest) -> None:
         entry = outcome.entry
+        assert entry is not None  # only a DTLS HelloVerifyRequest names no session
         self._count("handshakes")
         if self.on_established is not None:
             self.on_established(outcome)
@@ -197,6 +198,8 @@ class ATLSEndpoint:
             mode=outcome.mode.value,
             info=outcome.info,
             exporter_fingerprint=entry.keys.fingerprint if entry.keys else None,
+            keys=entry.keys,
+            identity=entry.identity,
         )
         client = request.client
         response = await dispatch(

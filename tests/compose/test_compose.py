@@ -72,12 +72,16 @@ def _leftovers(project: str) -> list[str]:
         ("tamper", "explicit"),
         ("middlebox-restart", "explicit"),
         ("middlebox-unreachable", "explicit"),
+        ("constrained", "explicit"),
+        ("constrained-coap-blocked", "explicit"),
     ],
     ids=[
         "bootstrap-transparent",
         "tamper",
         "middlebox-restart",
         "middlebox-unreachable",
+        "constrained",
+        "constrained-coap-blocked",
     ],
 )
 def test_scenario_under_compose(docker_ready, tmp_path, name, mode):
