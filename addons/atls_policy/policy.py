@@ -290,9 +290,18 @@ class Decision:
     mark: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["action"] = self.action.value
-        return data
+        # By hand: dataclasses.asdict's deep copy showed in the addon's profile
+        return {
+            "action": self.action.value,
+            "rule": self.rule,
+            "status": self.status,
+            "detail": self.detail,
+            "limit_exceeded": self.limit_exceeded,
+            "fault": asdict(self.fault) if self.fault is not None else None,
+            "fault_use": self.fault_use,
+            "audit": list(self.audit),
+            "mark": self.mark,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
