@@ -32,7 +32,7 @@ def flight_context(flow: http.HTTPFlow, meta: dict[str, Any], direction: str) ->
     hello, cert = meta.get("hello") or {}, meta.get("client_cert") or {}
     return FlightContext(
         client=peer[0] if peer else "",
-        host=flow.request.pretty_host,
+        host=flow.request.host,  # pretty_host parses the Host header each time (profiled)
         port=flow.request.port,
         path=flow.request.path.split("?", 1)[0],
         variant=meta["variant"],

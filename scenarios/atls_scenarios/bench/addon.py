@@ -25,6 +25,7 @@ POLICY = (
 
 def measure(pki: PKIDirectory, root: Path, quick: bool) -> dict[str, float]:
     per_block, blocks = (40, 4) if quick else (100, 8)
+    root.mkdir(parents=True, exist_ok=True)
     policy = root / "policy.yaml"
     policy.write_text(POLICY)
     config = TLSConfig(
