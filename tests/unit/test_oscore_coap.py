@@ -207,3 +207,35 @@ def test_response_blocks_bounded_and_sliced() -> None:
     assert len(chunk) == 1024 and more
     chunk, more = block_slice(body, 2, 6)
     assert len(chunk) == len(body) - 2048 and not more
+
+
+def test_gateway_session_map_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coap_gateway import gateway as gw
+
+    now = [100.0]
+    monkeypatch.setattr(gw.time, "monotonic", lambda: now[0])
+    sessions = gw.SessionMap(max_sessions=2, ttl=10)
+    a = sessions.open("cookie-a", "dev-a")
+    b = sessions.open("cookie-b", "dev-b")
+    assert len(a) == 8 and sessions.get(a) is not None  # a is now the most recent
+    c = sessions.open("cookie-c", "dev-c")  # evicts b, the least recently used
+    assert sessions.get(b) is None and sessions.evicted == 1
+    found = sessions.get(c)
+    assert found is not None and found.cookie == "cookie-c"
+    now[0] += 11
+    assert sessions.get(a) is None and len(sessions) == 0  # idle too long
+
+
+async def test_gateway_refuses_when_too_many_forwards_are_in_flight() -> None:
+    from coap_gateway import gateway as gw
+
+    settings = gw.GatewaySettings("http://127.0.0.1:9", limits=gw.GatewayLimits(max_forwards=1))
+    fw = gw._Forwarding(settings, None)  # type: ignore[arg-type]
+    fw.in_flight = 1
+    with pytest.raises(gw.Refusal) as busy:
+        await fw.post("/x", {}, b"")
+    assert busy.value.reason is Reason.HANDSHAKE_CAPACITY and busy.value.retry_after == 1
+    message = gw.error_message(busy.value)
+    assert str(message.code).startswith("5.03") and message.opt.max_age == 1
+    assert message.payload.startswith(b"handshake-capacity: ")
+    assert gw.GatewayLimits().memory_bound == 2 * 1024 * 1024
