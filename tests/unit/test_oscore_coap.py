@@ -21,6 +21,7 @@ from atls.coap_binding import (
     CoAPSettings,
     ResponseBlocks,
     block_slice,
+    coap_code,
 )
 from atls.config import Role, TLSConfig
 from atls.errors import Reason
@@ -174,6 +175,7 @@ def test_block_assembler_reassembles_and_stays_bounded() -> None:
     with pytest.raises(BlockwiseError) as gone:
         asm.feed("x", 1, True, 16, bytes(16))
     assert gone.value.refusal.reason is Reason.INCOMPLETE_FLIGHT
+    assert coap_code(gone.value.refusal) == (4, 8)  # RFC 7959 Request Entity Incomplete
     # a transfer that never ends is cut at max_bytes
     with pytest.raises(BlockwiseError) as big:
         for n in range(1, 10):
