@@ -125,10 +125,16 @@ async def test_contexts_work_in_aiocoaps_own_oscore_transports(pki: PKIDirectory
     server_credentials[":device"] = ATLSSecurityContext(
         service_keys, b"\x01", b"\x07", claims=["device-0001"]
     )
-    port = _udp_port()
-    server = await aiocoap.Context.create_server_context(
-        OscoreSiteWrapper(site, server_credentials), bind=("127.0.0.1", port)
-    )
+    for attempt in range(5):  # a port found free may be taken before the bind (shared host)
+        port = _udp_port()
+        try:
+            server = await aiocoap.Context.create_server_context(
+                OscoreSiteWrapper(site, server_credentials), bind=("127.0.0.1", port)
+            )
+            break
+        except OSError:
+            if attempt == 4:
+                raise
     client = await aiocoap.Context.create_client_context()
     try:
         uri = f"coap://127.0.0.1:{port}"
