@@ -99,6 +99,7 @@ COAP_CODE: dict[Reason, CoAPCode] = {
 _GENERIC_REASON: dict[CoAPCode, Reason] = {
     (4, 1): Reason.PROTECTION_FAILED,
     (4, 4): Reason.UNKNOWN_SESSION,
+    (4, 8): Reason.INCOMPLETE_FLIGHT,
     (4, 13): Reason.FLIGHT_TOO_LARGE,
     (4, 15): Reason.NOT_ATLS,
     (4, 29): Reason.LIMIT_EXCEEDED,
@@ -110,7 +111,16 @@ def code_text(code: CoAPCode) -> str:
     return f"{code[0]}.{code[1]:02d}"
 
 
+# RFC 7959's code for a block that continues nothing the server holds; the
+# reason stays incomplete-flight (a client treats it as damage in transit).
+REQUEST_ENTITY_INCOMPLETE: CoAPCode = (4, 8)
+
+
 def coap_code(refusal: Refusal) -> CoAPCode:
+    """The code a refusal is answered with: its own (``extra["coap_code"]``) or its reason's."""
+    own = refusal.extra.get("coap_code")
+    if isinstance(own, tuple) and len(own) == 2:
+        return (int(own[0]), int(own[1]))
     return COAP_CODE[refusal.reason]
 
 
@@ -294,6 +304,7 @@ class BlockAssembler:
                         f"block {number} continues no transfer in progress (expired, evicted "
                         "or never started): send the flight again from block 0",
                         title="Request Entity Incomplete",
+                        extra={"coap_code": REQUEST_ENTITY_INCOMPLETE},
                     )
                 )
             assembly = found
@@ -305,6 +316,7 @@ class BlockAssembler:
                         f"block {number} of {size} bytes starts at {number * size}, "
                         f"but {len(assembly.data)} bytes arrived so far",
                         title="Request Entity Incomplete",
+                        extra={"coap_code": REQUEST_ENTITY_INCOMPLETE},
                     )
                 )
         if len(assembly.data) + len(payload) > self.max_bytes:

@@ -139,6 +139,16 @@ class CoAPDevice:
         status, headers, body = await self._exchange(message)
         return self.binding.unwrap_response(token, request.method, status, headers, body)
 
+    async def close_session(self) -> None:
+        """End the ATLS session on the service (its OSCORE context ends with it)."""
+        assert self.binding is not None, "handshake first"
+        closing = self.binding.close()
+        if closing is None:
+            return
+        message, token = closing
+        status, headers, body = await self._exchange(message)
+        self.binding.closed(token, status, headers, body)
+
     async def _exchange(self, message: OutgoingMessage) -> tuple[int, dict[str, str], bytes]:
         request = self._coap_request(message)
         self.stats.up.append(len(message.body))

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -276,6 +276,19 @@ def wait_log(proc: ManagedProcess, marker: str, timeout: float = 30.0) -> None:
     raise ProcessError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.log_tail()}")
 
 
+def _with_fresh_udp_ports(proc: Any, start: Callable[[float], Any], timeout: float) -> Any:
+    """Start; if the UDP port found free was taken before the bind, try another (3 times)."""
+    chosen = proc.port
+    for attempt in range(3):
+        try:
+            return start(timeout)
+        except ProcessError as exc:
+            if chosen or attempt == 2 or "already in use" not in str(exc):
+                raise
+            proc.port = 0
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class GatewayProcess(_Supervised):
     """``atls-gateway``: CoAP on a loopback UDP port, forwarding to the service."""
@@ -294,6 +307,9 @@ class GatewayProcess(_Supervised):
         return f"coap://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
+        return _with_fresh_udp_ports(self, self._start, timeout)
+
+    def _start(self, timeout: float) -> GatewayProcess:
         self.port = self.port or free_udp_port(self.host)
         argv = [
             _bin("atls-gateway"),
@@ -332,6 +348,9 @@ class UdpMitmdumpProcess(_Supervised):
         return f"coap://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> UdpMitmdumpProcess:
+        return _with_fresh_udp_ports(self, self._start, timeout)
+
+    def _start(self, timeout: float) -> UdpMitmdumpProcess:
         from atls_policy import SCRIPT
 
         self.port = self.port or free_udp_port(self.host)

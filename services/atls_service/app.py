@@ -112,6 +112,7 @@ def create_app(
         settings.exporter,
         OSCOREContexts(settings.limits.max_sessions, settings.limits.idle_ttl),
         registry.record,
+        store,
     )
     own_routes = [*api_routes(health), *bootstrap.routes(), *oscore.inner_routes()]
     api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)

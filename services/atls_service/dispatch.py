@@ -28,6 +28,7 @@ class ATLSContext:
     exporter_fingerprint: str | None
     keys: ExportedKeys | None = None  # the session's export (OSCORE is keyed from it)
     identity: str | None = None  # the device identity (certificate serial), when known
+    handle: str | None = None  # the session's handle (server side only: OSCORE ties to it)
 
 
 def atls_context(request: Request) -> ATLSContext | None:

@@ -200,6 +200,7 @@ class ATLSEndpoint:
             exporter_fingerprint=entry.keys.fingerprint if entry.keys else None,
             keys=entry.keys,
             identity=entry.identity,
+            handle=entry.token,
         )
         client = request.client
         response = await dispatch(

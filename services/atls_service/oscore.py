@@ -20,6 +20,9 @@ and the service keeps one network surface.
   (replay window 32), renders the inner CoAP request with the service's CoAP
   resources, protects the answer. Refusals are problem documents whose
   reason the gateway maps to CoAP codes (a replay is 4.01).
+- A context lives as long as the ATLS session it was keyed from: each OSCORE
+  message looks the session up (keeping it alive while readings flow); once
+  the session is closed, evicted or expired, the context is dropped (4.04).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from starlette.routing import Route
 from atls.errors import Reason, Refusal
 from atls.keys import ExporterSettings
 from atls.oscore import MAX_ID_LENGTH, ATLSSecurityContext, OSCOREContextError
+from atls.store import SessionStore
 
 from .dispatch import atls_context
 from .endpoint import refusal_response
@@ -60,6 +64,7 @@ MAX_READINGS = 1024
 class _Context:
     context: ATLSSecurityContext
     session: str  # the ATLS session's public id
+    handle: str | None  # the ATLS session's handle: the context lives as long as the session
     identity: str | None
     last_used: float
 
@@ -87,6 +92,11 @@ class OSCOREContexts:
         entry = self._by_kid.pop(kid, None)
         if entry is not None and self._by_session.get(entry.session) == kid:
             del self._by_session[entry.session]
+
+    def drop_session(self, session: str) -> None:
+        kid = self._by_session.get(session)
+        if kid is not None:
+            self._drop(kid)
 
     def new_recipient_id(self) -> bytes:
         for length in (1, 2, 3, 4):
@@ -164,6 +174,7 @@ class OSCOREService:
         exporter: ExporterSettings,
         contexts: OSCOREContexts | None = None,
         record: Any = None,
+        store: SessionStore | None = None,
     ) -> None:
         self.exporter = exporter
         self.contexts = contexts or OSCOREContexts()
@@ -172,6 +183,7 @@ class OSCOREService:
             ("readings",): ReadingsResource(self.readings, record)
         }
         self.record = record  # the registry's event recorder, when there is one
+        self.store = store  # the ATLS sessions: an OSCORE context ends with its session
         self.counters: dict[str, int] = {}
 
     def _count(self, key: str) -> None:
@@ -208,7 +220,9 @@ class OSCOREService:
             security = ATLSSecurityContext(ctx.keys, device_rid, kid, claims=claims)
         except OSCOREContextError as exc:
             return refusal_response(Refusal(Reason.INVALID_JSON, str(exc)))
-        self.contexts.add(kid, _Context(security, ctx.session_id, ctx.identity, time.monotonic()))
+        self.contexts.add(
+            kid, _Context(security, ctx.session_id, ctx.handle, ctx.identity, time.monotonic())
+        )
         log_event(
             "oscore.context",
             session=ctx.session_id,
@@ -262,6 +276,15 @@ class OSCOREService:
                 "no OSCORE context has this key ID (never set up, expired or evicted): "
                 "run a new ATLS handshake",
             )
+        if self.store is not None and entry.handle is not None:
+            try:  # the ATLS session must still exist (and OSCORE traffic keeps it alive)
+                self.store.get(entry.handle)
+            except Refusal as gone:
+                self.contexts.drop_session(entry.session)
+                raise Refusal(
+                    gone.reason,
+                    f"the ATLS session this OSCORE context came from has ended ({gone.detail})",
+                ) from None
         security = entry.context
         try:
             inner, request_id = security.unprotect(outer)

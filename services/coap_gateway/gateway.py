@@ -47,6 +47,7 @@ from aiocoap.optiontypes import OpaqueOption, StringOption
 
 from atls.coap_binding import (
     MAX_SESSION_OPTION_LENGTH,
+    REQUEST_ENTITY_INCOMPLETE,
     BlockAssembler,
     BlockwiseError,
     CoAPCode,
@@ -410,6 +411,7 @@ class ATLSResource(resource.Resource):
                 Reason.INCOMPLETE_FLIGHT,
                 f"block {number} of an answer the gateway no longer holds: send the flight again",
                 title="Request Entity Incomplete",
+                extra={"coap_code": REQUEST_ENTITY_INCOMPLETE},
             )
         template, body = found
         chunk, more = block_slice(body, number, szx)

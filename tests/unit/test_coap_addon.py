@@ -23,6 +23,9 @@ from atls.session import ATLSSession
 from atls_policy.coap import ATLSCoAP, error_datagram, inspect_datagram
 from tests.conftest import client_config
 
+# Raw datagrams need a message ID, token and type, which aiocoap deprecates setting by hand.
+pytestmark = pytest.mark.filterwarnings("ignore:Initializing messages with:DeprecationWarning")
+
 
 def _hello(pki: PKIDirectory) -> bytes:
     return ATLSSession(client_config(pki).with_profile("constrained").build()).initiate()

@@ -21,6 +21,7 @@ from atls.coap_binding import (
     CoAPSettings,
     ResponseBlocks,
     block_slice,
+    coap_code,
 )
 from atls.config import Role, TLSConfig
 from atls.errors import Reason
@@ -124,10 +125,16 @@ async def test_contexts_work_in_aiocoaps_own_oscore_transports(pki: PKIDirectory
     server_credentials[":device"] = ATLSSecurityContext(
         service_keys, b"\x01", b"\x07", claims=["device-0001"]
     )
-    port = _udp_port()
-    server = await aiocoap.Context.create_server_context(
-        OscoreSiteWrapper(site, server_credentials), bind=("127.0.0.1", port)
-    )
+    for attempt in range(5):  # a port found free may be taken before the bind (shared host)
+        port = _udp_port()
+        try:
+            server = await aiocoap.Context.create_server_context(
+                OscoreSiteWrapper(site, server_credentials), bind=("127.0.0.1", port)
+            )
+            break
+        except OSError:
+            if attempt == 4:
+                raise
     client = await aiocoap.Context.create_client_context()
     try:
         uri = f"coap://127.0.0.1:{port}"
@@ -174,6 +181,7 @@ def test_block_assembler_reassembles_and_stays_bounded() -> None:
     with pytest.raises(BlockwiseError) as gone:
         asm.feed("x", 1, True, 16, bytes(16))
     assert gone.value.refusal.reason is Reason.INCOMPLETE_FLIGHT
+    assert coap_code(gone.value.refusal) == (4, 8)  # RFC 7959 Request Entity Incomplete
     # a transfer that never ends is cut at max_bytes
     with pytest.raises(BlockwiseError) as big:
         for n in range(1, 10):
@@ -207,3 +215,35 @@ def test_response_blocks_bounded_and_sliced() -> None:
     assert len(chunk) == 1024 and more
     chunk, more = block_slice(body, 2, 6)
     assert len(chunk) == len(body) - 2048 and not more
+
+
+def test_gateway_session_map_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coap_gateway import gateway as gw
+
+    now = [100.0]
+    monkeypatch.setattr(gw.time, "monotonic", lambda: now[0])
+    sessions = gw.SessionMap(max_sessions=2, ttl=10)
+    a = sessions.open("cookie-a", "dev-a")
+    b = sessions.open("cookie-b", "dev-b")
+    assert len(a) == 8 and sessions.get(a) is not None  # a is now the most recent
+    c = sessions.open("cookie-c", "dev-c")  # evicts b, the least recently used
+    assert sessions.get(b) is None and sessions.evicted == 1
+    found = sessions.get(c)
+    assert found is not None and found.cookie == "cookie-c"
+    now[0] += 11
+    assert sessions.get(a) is None and len(sessions) == 0  # idle too long
+
+
+async def test_gateway_refuses_when_too_many_forwards_are_in_flight() -> None:
+    from coap_gateway import gateway as gw
+
+    settings = gw.GatewaySettings("http://127.0.0.1:9", limits=gw.GatewayLimits(max_forwards=1))
+    fw = gw._Forwarding(settings, None)  # type: ignore[arg-type]
+    fw.in_flight = 1
+    with pytest.raises(gw.Refusal) as busy:
+        await fw.post("/x", {}, b"")
+    assert busy.value.reason is Reason.HANDSHAKE_CAPACITY and busy.value.retry_after == 1
+    message = gw.error_message(busy.value)
+    assert str(message.code).startswith("5.03") and message.opt.max_age == 1
+    assert message.payload.startswith(b"handshake-capacity: ")
+    assert gw.GatewayLimits().memory_bound == 2 * 1024 * 1024
