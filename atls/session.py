@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -199,6 +199,11 @@ class TLSConfig:
     max_version: TLSVersion = TLSVersion.TLS1_3
     tls13_ciphersuites: str | None = None
     tls12_cipher_list: str | None = None
+    # Observers for tests and interop runs (never needed in production):
+    # ``keylog`` gets each SSLKEYLOGFILE line; ``on_established`` each session
+    # once its handshake has completed (both peers authenticated).
+    keylog: Callable[[bytes], None] | None = None
+    on_established: Callable[[ATLSSession], None] | None = None
 
     def __post_init__(self) -> None:
         if self.min_version > self.max_version:
@@ -257,6 +262,9 @@ class TLSContext:
             mode = SSL.VERIFY_NONE
         ctx.set_verify(mode, _verify_callback)
         ctx.set_info_callback(_info_callback)
+        if config.keylog is not None:
+            keylog = config.keylog
+            ctx.set_keylog_callback(lambda _conn, line: keylog(line))
         return ctx
 
 
@@ -484,6 +492,8 @@ class ATLSSession:
             peer_chain=self._peer_chain(),
             server_name=self.expected_name,
         )
+        if self.context.config.on_established is not None:
+            self.context.config.on_established(self)
 
     def _peer_chain(self) -> tuple[x509.Certificate, ...]:
         # A server's SSL_get_peer_cert_chain omits the client's leaf; rebuild it.

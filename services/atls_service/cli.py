@@ -15,6 +15,7 @@ from atls.pki import PKIError, init_pki
 from atls.session import TLSVersion
 
 from .app import ServiceSettings, create_app
+from .interop import InteropSettings
 from .logs import configure_logging, log_event
 from .store import SessionLimits
 
@@ -74,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds a voucher stays valid (default 600)",
     )
+    interop = p.add_argument_group("interop runner only (interop/CONTRACT.md)")
+    interop.add_argument(
+        "--export-file",
+        type=Path,
+        help="append the hex of 32 bytes exported (label application-layer-tls, "
+        "--exporter-context) per established session",
+    )
+    interop.add_argument("--keylog-file", type=Path, help="append TLS secrets (SSLKEYLOGFILE)")
+    interop.add_argument(
+        "--tls13-ciphersuites", help="OpenSSL TLS 1.3 suite list, e.g. TLS_CHACHA20_POLY1305_SHA256"
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -93,6 +105,18 @@ def operator_token(path: Path) -> str:
     return token
 
 
+def _interop_options(args: argparse.Namespace) -> dict[str, object]:
+    """The interop-only settings, when any is given (InteropSettings takes them)."""
+    if not (args.export_file or args.keylog_file or args.tls13_ciphersuites):
+        return {}
+    return {
+        "export_file": args.export_file,
+        "export_context": None if args.exporter_context == "absent" else b"",
+        "keylog_file": args.keylog_file,
+        "tls13_ciphersuites": args.tls13_ciphersuites,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -106,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             idle_ttl=args.idle_ttl,
             max_flight_bytes=args.max_flight_bytes,
         )
-        settings = ServiceSettings.from_pki(
+        interop = args.export_file or args.keylog_file or args.tls13_ciphersuites
+        settings = (InteropSettings if interop else ServiceSettings).from_pki(
             args.pki,
+            **_interop_options(args),
             require_client_certificate=not args.no_client_auth,
             limits=limits,
             exporter=ExporterSettings(
