@@ -352,7 +352,10 @@ static int carrier_post(carrier_t *c, const unsigned char *body, size_t len, lon
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)(len ? body : (const unsigned char *)""));
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, to);
+    int had_cookie = c->cookie[0] != '\0';
     CURLcode rc = curl_easy_perform(e);
+    logf_("POST %zu bytes%s -> %s, %zu bytes", len, had_cookie ? " (cookie)" : "",
+          rc == CURLE_OK ? "answer" : "no answer", abuf_avail(&c->resp));
     if (rc != CURLE_OK) {
         if (c->resp_overflow) {
             logf_("answer larger than %u bytes", ATLS_MAX_FLIGHT);
