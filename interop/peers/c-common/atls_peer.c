@@ -45,6 +45,19 @@ static void logf_(const char *fmt, ...)
     fflush(stderr);
 }
 
+/* The client's last failure reason: its final line (the runner shows a log's last line). */
+static char g_reason[600];
+
+static void reason_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void reason_(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_reason, sizeof(g_reason), fmt, ap);
+    va_end(ap);
+    logf_("%s", g_reason);
+}
+
 /* ------------------------------------------------------------------ abuf */
 
 int abuf_put(abuf *b, const void *data, size_t n)
@@ -321,7 +334,7 @@ static int carrier_post(carrier_t *c, const unsigned char *body, size_t len, lon
 {
     long left = c->deadline - now_ms();
     if (left <= 200) {
-        logf_("out of time budget");
+        reason_("out of time budget");
         return POST_REFUSED;
     }
     long to = left < timeout_cap_ms ? left : timeout_cap_ms;
@@ -343,7 +356,7 @@ static int carrier_post(carrier_t *c, const unsigned char *body, size_t len, lon
             h = NULL;
     }
     if (!h) {
-        logf_("out of memory (headers)");
+        reason_("out of memory (headers)");
         return POST_REFUSED;
     }
     c->hdrs_cookie = h;
@@ -358,10 +371,10 @@ static int carrier_post(carrier_t *c, const unsigned char *body, size_t len, lon
           rc == CURLE_OK ? "answer" : "no answer", abuf_avail(&c->resp));
     if (rc != CURLE_OK) {
         if (c->resp_overflow) {
-            logf_("answer larger than %u bytes", ATLS_MAX_FLIGHT);
+            reason_("answer larger than %u bytes", ATLS_MAX_FLIGHT);
             return POST_REFUSED;
         }
-        logf_("carrier failure: %s", curl_easy_strerror(rc));
+        reason_("carrier failure: %s", curl_easy_strerror(rc));
         return POST_CARRIER;
     }
     long status = 0;
@@ -380,10 +393,10 @@ static int carrier_post(carrier_t *c, const unsigned char *body, size_t len, lon
     }
     detail[n] = '\0';
     if (status == 502 || status == 503 || status == 504) {
-        logf_("carrier failure: HTTP %ld %s", status, detail);
+        reason_("carrier failure: HTTP %ld %s", status, detail);
         return POST_CARRIER;
     }
-    logf_("refused: HTTP %ld %s", status, detail);
+    reason_("refused: HTTP %ld %s", status, detail);
     return POST_REFUSED;
 }
 
@@ -429,8 +442,11 @@ static void send_alert(carrier_t *car, atls_conn *conn)
 {
     abuf out = {0};
     long st = 0;
+    char keep[sizeof(g_reason)];
+    memcpy(keep, g_reason, sizeof(keep));
     if (conn_take(conn, &out) == 0 && abuf_avail(&out) > 0 && car->cookie[0])
         (void)carrier_post(car, out.p + out.off, abuf_avail(&out), &st, 1500);
+    memcpy(g_reason, keep, sizeof(keep));
     abuf_free(&out);
 }
 
@@ -442,17 +458,17 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
     abuf out = {0}, app = {0};
     atls_conn *conn = conn_new(eng, err, sizeof(err));
     if (!conn) {
-        logf_("cannot create TLS session: %s", err);
+        reason_("cannot create TLS session: %s", err);
         return ATTEMPT_FAIL;
     }
     if (carrier_open(car) != 0) {
-        logf_("cannot initialise libcurl");
+        reason_("cannot initialise libcurl");
         conn_free(conn);
         return ATTEMPT_FAIL;
     }
     int done = conn_handshake(conn);
     if (done < 0) {
-        logf_("TLS failure: %s", conn_error(conn));
+        reason_("TLS failure: %s", conn_error(conn));
         goto out;
     }
     long status = 0;
@@ -460,17 +476,17 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
     for (;;) {
         abuf_reset(&out);
         if (conn_take(conn, &out) != 0) {
-            logf_("TLS output too large");
+            reason_("TLS output too large");
             goto out;
         }
         if (abuf_avail(&out) == 0) {
             if (done)
                 break;
-            logf_("TLS failure: handshake stalled (the server's flight was incomplete and we have nothing to send)");
+            reason_("TLS failure: handshake stalled (the server's flight was incomplete and we have nothing to send)");
             goto out;
         }
         if (++flights > MAX_FLIGHTS) {
-            logf_("too many flights");
+            reason_("too many flights");
             goto out;
         }
         int pr = carrier_post(car, out.p + out.off, abuf_avail(&out), &status, REQUEST_TIMEOUT_MS);
@@ -483,13 +499,13 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
         if (flights == 1 && !car->cookie[0])
             logf_("warning: no atls_session cookie in the first answer");
         if (conn_feed(conn, car->resp.p + car->resp.off, abuf_avail(&car->resp)) != 0) {
-            logf_("TLS input too large");
+            reason_("TLS input too large");
             goto out;
         }
         if (!done) {
             int r = conn_handshake(conn);
             if (r < 0) {
-                logf_("TLS failure: %s", conn_error(conn));
+                reason_("TLS failure: %s", conn_error(conn));
                 send_alert(car, conn);
                 goto out;
             }
@@ -497,7 +513,7 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
         } else {
             int r = conn_read(conn, &app);
             if (r < 0) {
-                logf_("TLS failure after the handshake: %s", conn_error(conn));
+                reason_("TLS failure after the handshake: %s", conn_error(conn));
                 goto out;
             }
         }
@@ -508,7 +524,7 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
     if (records) {
         static const char req[] = "GET /api/hello HTTP/1.1\r\nHost: atls\r\nContent-Length: 0\r\n\r\n";
         if (conn_write(conn, (const unsigned char *)req, sizeof(req) - 1) != 0) {
-            logf_("TLS write failed: %s", conn_error(conn));
+            reason_("TLS write failed: %s", conn_error(conn));
             goto out;
         }
         for (int polls = 0; polls < 4; polls++) {
@@ -522,7 +538,7 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
                 goto out;
             int r = conn_read(conn, &app);
             if (r < 0) {
-                logf_("TLS failure reading the inner response: %s", conn_error(conn));
+                reason_("TLS failure reading the inner response: %s", conn_error(conn));
                 goto out;
             }
             if (abuf_avail(&app) >= 12 || r == 1)
@@ -539,7 +555,7 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
         logf_("inner response (%zu bytes): %s", n, line);
         int code = 0;
         if (sscanf(line, "HTTP/1.%*1[01] %3d", &code) != 1 || code != 200) {
-            logf_("inner request failed (status %d)", code);
+            reason_("inner request failed (status %d)", code);
             goto out;
         }
     }
@@ -556,7 +572,7 @@ static int run_client(const atls_cfg *cfg, const testcase_t *tc, const char *exp
 {
     const char *base = getenv("SERVER_URL");
     if (!base || !*base) {
-        logf_("SERVER_URL is not set");
+        reason_("SERVER_URL is not set");
         return 1;
     }
     const char *proxy = getenv("PROXY");
@@ -568,17 +584,17 @@ static int run_client(const atls_cfg *cfg, const testcase_t *tc, const char *exp
         bl--;
     if (snprintf(url, sizeof(url), "%.*s%s", (int)bl, base, tc->draft00 ? "/atls" : "/.well-known/atls") >=
         (int)sizeof(url)) {
-        logf_("SERVER_URL too long");
+        reason_("SERVER_URL too long");
         return 1;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        logf_("curl_global_init failed");
+        reason_("curl_global_init failed");
         return 1;
     }
     char err[512] = "";
     atls_engine *eng = engine_new(cfg, err, sizeof(err));
     if (!eng) {
-        logf_("TLS setup failed: %s", err);
+        reason_("TLS setup failed: %s", err);
         curl_global_cleanup();
         return 1;
     }
@@ -607,7 +623,10 @@ static int run_client(const atls_cfg *cfg, const testcase_t *tc, const char *exp
     abuf_free(&car.resp);
     engine_free(eng);
     curl_global_cleanup();
-    logf_("%s", rc == 0 ? "success" : "failed");
+    if (rc == 0)
+        logf_("success");
+    else
+        logf_("failed: %s", g_reason[0] ? g_reason : "see above");
     return rc;
 }
 
@@ -981,8 +1000,7 @@ int main(void)
         if (strcmp(TESTCASES[i].name, testcase) == 0)
             tc = &TESTCASES[i];
     if (!tc) {
-        printf("unsupported test case %s (not implemented by this peer)\n", testcase);
-        logf_("unsupported test case %s", testcase);
+        fprintf(stderr, "unsupported test case %s (not implemented by this %s peer)\n", testcase, engine_name());
         return 127;
     }
     if (!certs || !*certs) {
@@ -1020,8 +1038,7 @@ int main(void)
     }
     const char *why = engine_unsupported(&cfg);
     if (why) {
-        printf("%s\n", why);
-        logf_("unsupported: %s", why);
+        fprintf(stderr, "%s\n", why);
         return 127;
     }
     return cfg.is_server ? run_server(&cfg, export_file) : run_client(&cfg, tc, export_file);
