@@ -134,7 +134,7 @@ func (s *clientSession) post(body []byte) ([]byte, error) {
 	case resp.StatusCode == 502 || resp.StatusCode == 503 || resp.StatusCode == 504:
 		return nil, &carrierError{fmt.Errorf("HTTP %d", resp.StatusCode)}
 	default:
-		return nil, fmt.Errorf("refused: HTTP %d %s: %.300s", resp.StatusCode, resp.Header.Get("Content-Type"), data)
+		return nil, fmt.Errorf("refused: HTTP %d %s: %.300s", resp.StatusCode, resp.Header.Get("Content-Type"), bytes.TrimSpace(data))
 	}
 }
 
