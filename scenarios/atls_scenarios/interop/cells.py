@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -262,10 +264,12 @@ def run_cell(
         return done(*judge(tc, client, server, code, cell_dir, server_alive_at_end,
                            ctx.client_timeout))  # fmt: skip
     finally:
+        # Stopped side by side: each waits for its own graceful exit.
+        stops: list[Callable[[], object]] = [srv.stop, mitm.stop]
         if cli is not None:
-            cli.stop()
-        srv.stop()
-        mitm.stop()
+            stops.append(cli.stop)
+        with ThreadPoolExecutor(len(stops)) as pool:
+            list(pool.map(lambda stop: stop(), stops))
 
 
 def judge(
