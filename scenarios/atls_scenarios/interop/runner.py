@@ -14,7 +14,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .cells import FAIL, PASS, UNSUPPORTED, Cell, CellContext, Engine, LocalEngine, run_cell
+from .cells import (
+    FAIL,
+    PASS,
+    UNSUPPORTED,
+    Cell,
+    CellContext,
+    Engine,
+    LocalEngine,
+    run_cell,
+)
 from .certs import make_run_certs
 from .expected import ExpectationError, compare, load_expected, update_expected
 from .output import summary_counts, text_tables, write_outputs
@@ -22,6 +31,7 @@ from .registry import Implementation, RegistryError, load_registry, select
 from .testcases import DEFAULT_TESTCASES, TESTCASES
 
 BUILD_TIMEOUT = 900.0
+PROJECT_IMAGE = "atls-testbed:latest"
 
 
 def repo_root() -> Path:
@@ -46,9 +56,28 @@ class DockerEngine:
     def __init__(self, root: Path, out: Path) -> None:
         self.root, self.out = root, out
         self.containers: list[str] = []
+        self.images: dict[str, bool] = {}
 
     def available(self, impl: Implementation) -> str | None:
-        return None if impl.image else "no image in the registry"
+        if not impl.image:
+            return "no image in the registry"
+        image = self.image(impl)
+        if image not in self.images:
+            found = subprocess.run(
+                ["docker", "image", "inspect", image], capture_output=True, timeout=30, check=False
+            )
+            self.images[image] = found.returncode == 0
+        if not self.images[image]:
+            return f"image {image} not found (build it: ./testbed images build --offline)"
+        return None
+
+    @staticmethod
+    def image(impl: Implementation) -> str:
+        """The registry's image; the project's own image follows ATLS_IMAGE, as compose does."""
+        assert impl.image
+        if impl.image == PROJECT_IMAGE:
+            return os.environ.get("ATLS_IMAGE") or PROJECT_IMAGE
+        return impl.image
 
     def argv(
         self, impl: Implementation, role: str, cell_dir: Path, env: dict[str, str]
@@ -65,7 +94,7 @@ class DockerEngine:
         for key in env:
             if key != "PATH":
                 argv += ["-e", key]  # the value comes from docker run's own environment
-        argv.append(impl.image)
+        argv.append(self.image(impl))
         if command:
             argv += ["bash", "-c", impl.expand(command, self.root)]
         return argv
@@ -79,6 +108,31 @@ class DockerEngine:
                 check=False,
             )
             self.containers.clear()
+
+
+class LocalFirstEngine:
+    """The local engine: commands run on the host; image-only entries run in Docker.
+
+    So a third party's implementation published only as an image joins a
+    matrix whose other peers are built locally.
+    """
+
+    name = "local"
+
+    def __init__(self, root: Path, out: Path) -> None:
+        self.local, self.docker = LocalEngine(root), DockerEngine(root, out)
+
+    def available(self, impl: Implementation) -> str | None:
+        return None if impl.command else self.docker.available(impl)
+
+    def argv(
+        self, impl: Implementation, role: str, cell_dir: Path, env: dict[str, str]
+    ) -> list[str]:
+        engine: Engine = self.local if impl.command else self.docker
+        return engine.argv(impl, role, cell_dir, env)
+
+    def after_cell(self) -> None:
+        self.docker.after_cell()
 
 
 def _peers_digest(root: Path, impl: Implementation) -> str:
@@ -198,6 +252,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--report-dir", type=Path, help="default: reports/interop/<time>")
     p.add_argument("--force", action="store_true", help="build: rebuild even if up to date")
     p.add_argument("--no-build", action="store_true", help="run: do not build first")
+    p.add_argument(
+        "--fail-on-new-failures",
+        action="store_true",
+        help="cells not in the expectation file must not fail (for a newly added implementation)",
+    )
     p.set_defaults(func=main)
 
 
@@ -229,7 +288,9 @@ def main(args: argparse.Namespace) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = (args.report_dir or root / "reports" / "interop" / f"{stamp}-{args.engine}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    engine: Engine = DockerEngine(root, out) if args.engine == "compose" else LocalEngine(root)
+    engine: Engine = (
+        DockerEngine(root, out) if args.engine == "compose" else LocalFirstEngine(root, out)
+    )
     total = len(clients) * len(servers) * len(testcases)
     say(f"[interop] {total} cells ({len(clients)} clients x {len(servers)} servers x "
         f"{len(testcases)} test cases), {args.engine} engine, report {out}")  # fmt: skip
@@ -256,10 +317,17 @@ def main(args: argparse.Namespace) -> int:
     for cell, want in result.regressions:
         say(f"[interop] REGRESSION: {cell.testcase} {cell.client} -> {cell.server}: expected "
             f"{want}, got {cell.result}: {cell.reason}")  # fmt: skip
+    new_failures = [c for c in result.new if c.result == FAIL]
+    if args.fail_on_new_failures and new_failures:
+        for cell in new_failures:
+            say(f"[interop] NEW FAILURE: {cell.testcase} {cell.client} -> {cell.server}: "
+                f"{cell.reason}")  # fmt: skip
     if args.update_expected:
         update_expected(expected_path, cells)
         say(f"[interop] recorded {len(cells)} cells in {expected_path}")
         return 0
+    if args.fail_on_new_failures and new_failures:
+        return 1
     return 0 if result.ok else 1
 
 
