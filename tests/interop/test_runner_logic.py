@@ -192,3 +192,15 @@ def test_tables_and_markdown_mark_openssl() -> None:
     md = markdown(cells, impls)
     assert "| server \\ client | ours* | pure |" in md
     assert "no records / here" in md  # a reason never breaks the table
+
+
+def test_readme_matrix_is_replaced_between_markers(tmp_path: Path) -> None:
+    from atls_scenarios.interop.runner import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_START}\nold\n{README_END}\n## after\n")
+    update_readme(readme, "| new |\n")
+    assert readme.read_text() == f"# x\n{README_START}\n| new |\n{README_END}\n## after\n"
+    readme.write_text("no markers")
+    with pytest.raises(RegistryError, match="markers"):
+        update_readme(readme, "x")

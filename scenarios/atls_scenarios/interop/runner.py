@@ -253,6 +253,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--force", action="store_true", help="build: rebuild even if up to date")
     p.add_argument("--no-build", action="store_true", help="run: do not build first")
     p.add_argument(
+        "--update-readme", action="store_true", help="put this run's matrix into README.md"
+    )
+    p.add_argument(
         "--fail-on-new-failures",
         action="store_true",
         help="cells not in the expectation file must not fail (for a newly added implementation)",
@@ -303,6 +306,16 @@ def main(args: argparse.Namespace) -> int:
     say(f"[interop] {len(cells)} cells in {elapsed:.0f}s: {counts[PASS]} pass, "
         f"{counts[UNSUPPORTED]} unsupported, {counts[FAIL]} fail")  # fmt: skip
     say(f"[interop] report {out}/index.html, matrix.json, matrix.md")
+    if args.update_readme:
+        header = (
+            f"Run {stamp} ({args.engine} engine, {len(clients)} clients x {len(servers)} "
+            f"servers x {len(testcases)} test cases, {elapsed / 60:.0f} min on this machine).\n\n"
+        )
+        try:
+            update_readme(root / "README.md", header + (out / "matrix.md").read_text())
+            say("[interop] README.md matrix updated")
+        except (RegistryError, OSError) as exc:
+            say(f"[interop] README.md not updated: {exc}")
     result = compare(expected, cells)
     for cell, want in result.improvements:
         say(f"[interop] newly passing: {cell.testcase} {cell.client} -> {cell.server} "
@@ -329,6 +342,19 @@ def main(args: argparse.Namespace) -> int:
     if args.fail_on_new_failures and new_failures:
         return 1
     return 0 if result.ok else 1
+
+
+README_START, README_END = "<!-- interop-matrix:start -->", "<!-- interop-matrix:end -->"
+
+
+def update_readme(readme: Path, matrix_md: str) -> None:
+    """Replace the text between the README's interop markers."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise RegistryError(f"{readme}: no {README_START} ... {README_END} markers")
+    readme.write_text(text[: start + len(README_START)] + "\n" + matrix_md.rstrip() + "\n"
+                      + text[end:])  # fmt: skip
 
 
 def _say(text: str) -> None:
