@@ -56,6 +56,15 @@ class Refused(Exception):
     """The peer answered with a non-200 (never retried)."""
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as one line; some tlslite-ng alerts cannot format themselves."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - TLSLocalAlert with a non-str message
+        text = f"{getattr(exc, 'description', '')} {getattr(exc, 'message', '')!s}".strip()
+    return f"{type(exc).__name__}: {text}"
+
+
 def log(text: str) -> None:
     print(f"tlslite-ng {os.environ.get('ROLE', '?')}: {text}", file=sys.stderr, flush=True)
 
@@ -249,7 +258,7 @@ def client(testcase: str) -> int:
         try:
             return client_once(testcase, creds)
         except CarrierError as exc:
-            log(f"attempt {attempt + 1}: carrier failure: {exc}")
+            log(f"attempt {attempt + 1}: carrier failure: {describe(exc)}")
             time.sleep(0.2 * 2**attempt)
     log("giving up after 3 attempts")
     return 1
@@ -330,7 +339,7 @@ def serve_session(pipe: Pipe, testcase: str, creds: Credentials) -> None:
                 + str(len(body)).encode() + b"\r\n\r\n" + body
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - the session ends; the POST says why
-        pipe.error = f"{type(exc).__name__}: {exc}"
+        pipe.error = describe(exc)
         log(f"session failed: {pipe.error}")
     finally:
         with pipe.cond:
@@ -427,7 +436,7 @@ def main() -> int:
         log(f"ROLE must be client or server, got {role!r}")
         return 1
     except Exception as exc:  # noqa: BLE001 - the contract wants exit 1 with the reason
-        log(f"failed: {type(exc).__name__}: {exc}")
+        log(f"failed: {describe(exc)}")
         return 1
 
 

@@ -72,6 +72,13 @@ def markdown(cells: Sequence[Cell], impls: Sequence[Implementation]) -> str:
         f"{counts[FAIL]} fail. ✅ pass, ➖ unsupported, ❌ fail; {LEGEND}.",
         "",
     ]
+    present = {c.client for c in cells} | {c.server for c in cells}
+    lines += ["| implementation | roles | stack | OpenSSL underneath |", "|---|---|---|---|"]
+    for impl in impls:
+        if impl.name in present:
+            lines.append(f"| {impl.label()} | {', '.join(impl.roles)} | {impl.stack} | "
+                         f"{'yes' if impl.openssl_based else 'no (independent)'} |")  # fmt: skip
+    lines.append("")
     notes: list[str] = []
     for testcase in testcases_in(cells):
         grid = _grid(cells, testcase)
