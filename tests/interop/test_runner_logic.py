@@ -204,3 +204,14 @@ def test_readme_matrix_is_replaced_between_markers(tmp_path: Path) -> None:
     readme.write_text("no markers")
     with pytest.raises(RegistryError, match="markers"):
         update_readme(readme, "x")
+
+
+def test_a_peer_that_cannot_start_is_a_failure_not_unsupported(tmp_path: Path) -> None:
+    a = Implementation("a", ("client",), command="x")
+    b = Implementation("b", ("server",), command="y")
+    d = _judge_dir(tmp_path, None, None)
+    (d / "client.log").write_text(
+        "bash: line 1: interop/.build/a/peer: No such file or directory\n"
+    )
+    result, reason = judge(TESTCASES["records"], a, b, 127, d, True, 20)
+    assert result == FAIL and reason.startswith("client a could not start")

@@ -137,6 +137,11 @@ def last_line(path: Path) -> str:
     return ""
 
 
+def not_started(code: int | None, said: str) -> bool:
+    """127 from bash itself (command not found, not built) is a failure, not "unsupported"."""
+    return code == UNSUPPORTED_EXIT and said.startswith("bash:")
+
+
 def _export(path: Path) -> str | None:
     """The first exported value in an EXPORT_FILE (lowercase hex), or None."""
     with contextlib.suppress(OSError):
@@ -242,6 +247,8 @@ def run_cell(
         except ProcessError:
             code = srv.proc.poll() if srv.proc else None
             said = last_line(srv.log_path)
+            if not_started(code, said):
+                return done(FAIL, f"server {server.name} could not start: {said}")
             if code == UNSUPPORTED_EXIT:
                 return done(UNSUPPORTED, f"server {server.name}: {said}")
             if code is None:
@@ -283,6 +290,8 @@ def judge(
 ) -> tuple[str, str]:
     """The cell's result and reason, from what the peers and the middlebox left."""
     client_said = last_line(cell_dir / "client.log")
+    if not_started(code, client_said):
+        return FAIL, f"client {client.name} could not start: {client_said}"
     if code == UNSUPPORTED_EXIT:
         return UNSUPPORTED, f"client {client.name}: {client_said}"
     if code is None:
