@@ -60,6 +60,10 @@ public final class Peer {
         if (file == null || file.isEmpty()) return;
         byte[] context = tc.emptyContext ? new byte[0] : null; // null = absent
         byte[] ekm = engine.exportKeyingMaterial(EXPORTER_LABEL, context, EXPORT_LENGTH);
+        if (ekm == null) { // the stack has no exporter at all (JDK 17 JSSE)
+            log("no exporter API in this stack: EXPORT_FILE not written");
+            return;
+        }
         Path path = Path.of(file);
         Path tmp = Path.of(file + ".tmp");
         Files.writeString(tmp, HexFormat.of().formatHex(ekm) + "\n", StandardCharsets.US_ASCII);

@@ -17,7 +17,7 @@ public interface TlsEngine {
 
     void writeApplicationData(byte[] data) throws IOException;
 
-    /** RFC 5705 / 8446 exporter; a null context means "absent". */
+    /** RFC 5705 / 8446 exporter; a null context means "absent". Null when the stack has no exporter. */
     byte[] exportKeyingMaterial(String label, byte[] context, int length) throws IOException;
 
     /** Negotiated version and cipher suite, for logs. */
