@@ -370,7 +370,7 @@ static int carrier_post(carrier_t *c, const unsigned char *body, size_t len, lon
     logf_("POST %zu bytes%s -> %s, %zu bytes", len, had_cookie ? " (cookie)" : "",
           rc == CURLE_OK ? "answer" : "no answer", abuf_avail(&c->resp));
     if (rc != CURLE_OK) {
-        if (c->resp_overflow) {
+        if (c->resp_overflow || rc == CURLE_FILESIZE_EXCEEDED) {
             reason_("answer larger than %u bytes", ATLS_MAX_FLIGHT);
             return POST_REFUSED;
         }
@@ -893,6 +893,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     (void)mc;
     (void)toe;
     req_state *rs = *con_cls;
+    engine_thread_release();
     if (rs) {
         abuf_free(&rs->body);
         free(rs);
@@ -902,6 +903,13 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
 
 static int run_server(const atls_cfg *cfg, const char *export_file)
 {
+    /* Block SIGTERM/SIGINT first, in every thread (MHD's inherits the mask): a SIGTERM that
+     * comes during setup is still answered with exit 0 once main reaches sigwait(). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     const char *port_s = getenv("PORT");
     const char *host = getenv("HOST");
     if (!host || !*host)
@@ -941,12 +949,6 @@ static int run_server(const atls_cfg *cfg, const char *export_file)
         freeaddrinfo(ai);
         return 1;
     }
-    /* Block SIGTERM/SIGINT in every thread (MHD's inherits the mask); main waits for them. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;

@@ -49,6 +49,8 @@ const char *engine_name(void);          /* "openssl" */
 const char *engine_stack_version(void); /* "OpenSSL 3.0.x" (runtime) */
 /* NULL if the engine can run cfg, else a one-line reason (exit 127). */
 const char *engine_unsupported(const atls_cfg *cfg);
+/* Called in the HTTP server's thread after each request (e.g. to drop per-thread caches). */
+void engine_thread_release(void);
 atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen);
 void engine_free(atls_engine *e);
 

@@ -39,6 +39,8 @@ const char *engine_unsupported(const atls_cfg *cfg)
     return NULL;
 }
 
+void engine_thread_release(void) {}
+
 atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
 {
     int r;

@@ -97,6 +97,8 @@ static int export_keys_cb(void *p, const unsigned char *ms, const unsigned char 
     return 0;
 }
 
+void engine_thread_release(void) {}
+
 atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
 {
     int r;
@@ -252,7 +254,7 @@ static void set_failure(atls_conn *c, int r, const char *what)
             if (*p == '\n')
                 *p = ';';
     }
-    snprintf(c->err, sizeof(c->err), "%s: -0x%04x %s%s%s", what, (unsigned int)-r, es,
+    snprintf(c->err, sizeof(c->err), "%s: -0x%04x %.150s%s%.250s", what, (unsigned int)-r, es,
              vi[0] ? "; certificate verification: " : "", vi);
 }
 

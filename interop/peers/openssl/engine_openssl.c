@@ -60,6 +60,8 @@ static void info_cb(const SSL *ssl, int where, int ret)
         snprintf(c->alert, sizeof(c->alert), "%s", tls_alert_name(ret & 0xff));
 }
 
+void engine_thread_release(void) {}
+
 atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
 {
     if (g_conn_idx < 0)

@@ -5,6 +5,7 @@
 #include <wolfssl/options.h> /* Debian's build configuration: must come first */
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfio.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,16 @@ static void errstr(char *buf, size_t n, const char *what, int code)
     char es[WOLFSSL_MAX_ERROR_SZ] = "";
     wolfSSL_ERR_error_string_n((unsigned long)code, es, sizeof(es));
     snprintf(buf, n, "%s: error %d: %s", what, code, es);
+}
+
+/* Debian builds wolfSSL with FP_ECC: a per-thread fixed-point cache (several MB) that
+ * wolfSSL_Cleanup() frees only for its own thread. The server's HTTP thread does the
+ * ECC work, so release its cache there after each request. */
+void engine_thread_release(void)
+{
+#ifdef FP_ECC
+    wc_ecc_fp_free();
+#endif
 }
 
 atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
