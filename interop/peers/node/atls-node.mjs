@@ -369,6 +369,7 @@ function runServer(tc) {
       if (result.err) {
         sessions.delete(s.token);
         s.socket?.destroy();
+        s.duplex.destroy();
         log(`session ${s.token.slice(0, 8)}: ${result.err.message}`);
         const extra = {};
         const alert = /alert ([a-z ]+)/i.exec(result.err.message) || /SSL alert number (\d+)/.exec(result.err.message);
@@ -389,7 +390,7 @@ function runServer(tc) {
   // end abandoned sessions
   setInterval(() => {
     for (const [token, s] of sessions) {
-      if (Date.now() - s.used > IDLE_MS) { s.socket?.destroy(); sessions.delete(token); }
+      if (Date.now() - s.used > IDLE_MS) { s.socket?.destroy(); s.duplex.destroy(); sessions.delete(token); }
     }
   }, 5000).unref();
 
