@@ -14,6 +14,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_internal.h> /* 2.28: handshake->ecdh_ctx.point_format (see conn_handshake) */
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 #include <stdio.h>
@@ -260,11 +261,25 @@ static void set_failure(atls_conn *c, int r, const char *what)
 
 int conn_handshake(atls_conn *c)
 {
+    /* mbedtls_ssl_handshake() step by step, to pin uncompressed EC points: 2.28 adopts the
+     * first format the peer lists, and a peer listing compressed first (tlslite-ng) then
+     * gets a compressed point it cannot parse. Uncompressed is the one format every peer
+     * must support (RFC 4492 5.1.2; RFC 8422 allows nothing else). */
+    int r = 0;
     c->eng->current = c;
-    int r = mbedtls_ssl_handshake(&c->ssl);
+    for (int steps = 0; c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER && steps < 64; steps++) {
+        if (c->ssl.handshake)
+            c->ssl.handshake->ecdh_ctx.point_format = MBEDTLS_ECP_PF_UNCOMPRESSED;
+        if ((r = mbedtls_ssl_handshake_step(&c->ssl)) != 0)
+            break;
+    }
     c->eng->current = NULL;
-    if (r == 0)
+    if (r == 0 && c->ssl.state == MBEDTLS_SSL_HANDSHAKE_OVER)
         return 1;
+    if (r == 0) {
+        snprintf(c->err, sizeof(c->err), "handshake: no progress after 64 steps");
+        return -1;
+    }
     if ((r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) && !c->out_overflow)
         return 0;
     set_failure(c, r, "handshake");

@@ -96,6 +96,21 @@ atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
         errstr(err, errlen, "wolfSSL_CTX_set_cipher_list", r);
         goto fail;
     }
+    /* Only groups valid in both TLS 1.2 and 1.3: Debian's build also enables Brainpool and
+     * Koblitz curves, whose TLS 1.2 codepoints are forbidden in a TLS 1.3-only ClientHello
+     * (tlslite-ng rejects it with illegal_parameter). */
+    static const word16 curves[] = {WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1, WOLFSSL_ECC_SECP521R1};
+    int groups[] = {WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1, WOLFSSL_ECC_SECP521R1};
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
+        if ((r = wolfSSL_CTX_UseSupportedCurve(e->ctx, curves[i])) != WOLFSSL_SUCCESS) {
+            errstr(err, errlen, "wolfSSL_CTX_UseSupportedCurve", r);
+            goto fail;
+        }
+    if (cfg->tls_max == 13 && /* a TLS 1.3 API: refused by a TLS 1.2-only method */
+        (r = wolfSSL_CTX_set_groups(e->ctx, groups, (int)(sizeof(groups) / sizeof(groups[0])))) != WOLFSSL_SUCCESS) {
+        errstr(err, errlen, "wolfSSL_CTX_set_groups", r);
+        goto fail;
+    }
     if ((r = wolfSSL_CTX_load_verify_locations(e->ctx, cfg->ca_pem, NULL)) != WOLFSSL_SUCCESS) {
         errstr(err, errlen, "loading ca.pem", r);
         goto fail;
