@@ -115,6 +115,10 @@ func (sv *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusRequestEntityTooLarge, "flight-too-large", "Flight Too Large", err.Error(), nil)
 		return
 	}
+	if _, err := r.Cookie("atls_session"); err != nil && len(body) == 0 {
+		problem(w, http.StatusBadRequest, "session", "No ClientHello", "a POST without the session cookie must carry a ClientHello", nil)
+		return
+	}
 	token, s, isNew, err := sv.session(r)
 	if err != nil {
 		status := http.StatusBadRequest

@@ -268,7 +268,12 @@ function readBody(req, limit) {
     let size = 0;
     req.on('data', (c) => {
       size += c.length;
-      if (size > limit) { reject(new Error(`body larger than ${limit} bytes`)); req.destroy(); return; }
+      if (size > limit) { // stop buffering, discard the rest, answer 413
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new Error(`body larger than ${limit} bytes`));
+        return;
+      }
       chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
@@ -355,6 +360,7 @@ function runServer(tc) {
         s = sessions.get(m[1]);
         if (!s) return problem(res, 400, 'session', 'No Such Session', 'unknown or expired atls_session');
       } else {
+        if (body.length === 0) return problem(res, 400, 'session', 'No ClientHello', 'a POST without the session cookie must carry a ClientHello');
         if (sessions.size >= MAX_SESSIONS) return problem(res, 503, 'session', 'Too Many Sessions', 'try again later');
         s = newSession();
         sessions.set(s.token, s);

@@ -123,6 +123,10 @@ final class ServerCarrier {
             Session s;
             boolean isNew = token == null;
             if (isNew) {
+                if (body.length == 0) {
+                    problem(ex, 400, "session", "No ClientHello", "a POST without the session cookie must carry a ClientHello", null);
+                    return;
+                }
                 if (sessions.size() >= MAX_SESSIONS) {
                     problem(ex, 503, "session", "Too Many Sessions", "try again later", null);
                     return;
