@@ -189,11 +189,15 @@ def _peer_env(
     }
 
 
+def cell_dir_for(out: Path, client: Implementation, server: Implementation, tc: TestCase) -> Path:
+    return out / "cells" / tc.name / f"{client.name}--{server.name}"
+
+
 def run_cell(
     ctx: CellContext, client: Implementation, server: Implementation, tc: TestCase
 ) -> Cell:
     """Run one cell and judge it from exit codes, exports and the audit log."""
-    cell_dir = ctx.out / "cells" / tc.name / f"{client.name}--{server.name}"
+    cell_dir = cell_dir_for(ctx.out, client, server, tc)
     if cell_dir.exists():  # a rerun into the same report: no stale exports or logs
         shutil.rmtree(cell_dir)
     cell_dir.mkdir(parents=True)

@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from .cells import (
     CellContext,
     Engine,
     LocalEngine,
+    cell_dir_for,
     run_cell,
 )
 from .certs import make_run_certs
@@ -55,7 +58,7 @@ class DockerEngine:
 
     def __init__(self, root: Path, out: Path) -> None:
         self.root, self.out = root, out
-        self.containers: list[str] = []
+        self.containers: dict[Path, list[str]] = {}
         self.images: dict[str, bool] = {}
 
     def available(self, impl: Implementation) -> str | None:
@@ -84,7 +87,7 @@ class DockerEngine:
     ) -> list[str]:
         assert impl.image
         name = f"atls-interop-{role}-{uuid.uuid4().hex[:10]}"
-        self.containers.append(name)
+        self.containers.setdefault(cell_dir, []).append(name)
         command = impl.image_command if impl.image_command is not None else impl.command
         argv = [
             "docker", "run", "--rm", "--init", "--network", "host", "--name", name,
@@ -99,15 +102,12 @@ class DockerEngine:
             argv += ["bash", "-c", impl.expand(command, self.root)]
         return argv
 
-    def after_cell(self) -> None:
-        if self.containers:
+    def after_cell(self, cell_dir: Path) -> None:
+        names = self.containers.pop(cell_dir, [])
+        if names:
             subprocess.run(
-                ["docker", "rm", "-f", *self.containers],
-                capture_output=True,
-                timeout=60,
-                check=False,
+                ["docker", "rm", "-f", *names], capture_output=True, timeout=60, check=False
             )
-            self.containers.clear()
 
 
 class LocalFirstEngine:
@@ -131,8 +131,8 @@ class LocalFirstEngine:
         engine: Engine = self.local if impl.command else self.docker
         return engine.argv(impl, role, cell_dir, env)
 
-    def after_cell(self) -> None:
-        self.docker.after_cell()
+    def after_cell(self, cell_dir: Path) -> None:
+        self.docker.after_cell(cell_dir)
 
 
 def _peers_digest(root: Path, impl: Implementation) -> str:
@@ -205,25 +205,42 @@ def run_matrix(
     testcases: Sequence[str],
     engine: Engine,
     say: Callable[[str], None],
+    jobs: int = 1,
 ) -> list[Cell]:
-    """Every (test case, server, client) cell, one at a time."""
+    """Every (test case, server, client) cell; ``jobs`` at a time (default one)."""
     certs = make_run_certs(out / "certs")
     ctx = CellContext(root, out, certs, out / "mitmproxy", engine)
+    if jobs > 1:  # the middlebox CA, made once before cells start side by side
+        from mitmproxy.certs import CertStore
+
+        CertStore.from_store(ctx.mitm_confdir, "mitmproxy", 2048)
     plan = [(t, s, c) for t in testcases for s in servers for c in clients]
-    cells: list[Cell] = []
-    for index, (testcase, server, client) in enumerate(plan, 1):
+    lock = threading.Lock()
+    finished = 0
+
+    def one(item: tuple[str, Implementation, Implementation]) -> Cell:
+        nonlocal finished
+        testcase, server, client = item
+        tc = TESTCASES[testcase]
         try:
-            cell = run_cell(ctx, client, server, TESTCASES[testcase])
+            cell = run_cell(ctx, client, server, tc)
         finally:
             after = getattr(engine, "after_cell", None)
             if after:
-                after()
-        cells.append(cell)
-        say(
-            f"[interop] {index}/{len(plan)} {testcase} {client.name} -> {server.name}: "
-            f"{cell.result} ({cell.duration:.1f}s) {cell.reason if cell.result != PASS else ''}"
-        )
-    return cells
+                after(cell_dir_for(out, client, server, tc))
+        with lock:
+            finished += 1
+            say(
+                f"[interop] {finished}/{len(plan)} {testcase} {client.name} -> {server.name}: "
+                f"{cell.result} ({cell.duration:.1f}s) "
+                f"{cell.reason if cell.result != PASS else ''}"
+            )
+        return cell
+
+    if jobs <= 1:
+        return [one(item) for item in plan]
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, plan))
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -252,6 +269,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--report-dir", type=Path, help="default: reports/interop/<time>")
     p.add_argument("--force", action="store_true", help="build: rebuild even if up to date")
     p.add_argument("--no-build", action="store_true", help="run: do not build first")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cells run side by side (default 1: one at a time; each cell is 3-4 processes)",
+    )
     p.add_argument(
         "--update-readme", action="store_true", help="put this run's matrix into README.md"
     )
@@ -298,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
     say(f"[interop] {total} cells ({len(clients)} clients x {len(servers)} servers x "
         f"{len(testcases)} test cases), {args.engine} engine, report {out}")  # fmt: skip
     started = time.monotonic()
-    cells = run_matrix(root, out, clients, servers, testcases, engine, say)
+    cells = run_matrix(root, out, clients, servers, testcases, engine, say, args.jobs)
     elapsed = time.monotonic() - started
     write_outputs(out, cells, impls, f"ATLS interop matrix ({stamp}, {args.engine})")
     print(text_tables(cells, impls))
