@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def summary_counts(cells: Sequence[Cell]) -> dict[str, int]:
     return {r: sum(1 for c in cells if c.result == r) for r in (PASS, UNSUPPORTED, FAIL)}
 
 
+def _general(reason: str) -> str:
+    """A reason without run-specific details (ports, key material), so equal ones merge."""
+    reason = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", reason)
+    reason = re.sub(r"\b[0-9a-f]{8,}\.\.\.", "...", reason)
+    return re.sub(r"\(\d+(\.\d+)?s\)", "", reason).strip()[:240]
+
+
 def markdown(cells: Sequence[Cell], impls: Sequence[Implementation]) -> str:
     labels = _labels(impls)
     counts = summary_counts(cells)
@@ -97,13 +105,15 @@ def markdown(cells: Sequence[Cell], impls: Sequence[Implementation]) -> str:
                     continue
                 mark = MD_SYMBOL[cell.result]
                 if cell.result != PASS:
-                    notes.append(f"{testcase} {client} -> {server}: {cell.result}: {cell.reason}")
-                    mark += f"<sup>{len(notes)}</sup>"
+                    note = f"{cell.result}: {_general(cell.reason)}"
+                    if note not in notes:
+                        notes.append(note)
+                    mark += f"<sup>{notes.index(note) + 1}</sup>"
                 row.append(mark)
             lines.append(f"| {labels[server]} | " + " | ".join(row) + " |")
         lines.append("")
     if notes:
-        lines.append("Notes (client -> server):")
+        lines.append("Notes (the same reason shares a number):")
         lines.append("")
         lines += [f"{i}. {n.replace('|', '/')}" for i, n in enumerate(notes, 1)]
         lines.append("")
