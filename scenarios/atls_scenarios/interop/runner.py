@@ -293,8 +293,10 @@ def main(args: argparse.Namespace) -> int:
     expected_path = args.expected or root / "interop" / "expected.yaml"
     try:
         impls = load_registry(registry_path)
-        clients = select(impls, _names(args.clients), "client")
-        servers = select(impls, _names(args.servers), "server")
+        # Under compose, "all" means all that have an image.
+        pool = [i for i in impls if i.image] if args.engine == "compose" else impls
+        clients = select(pool if args.clients is None else impls, _names(args.clients), "client")
+        servers = select(pool if args.servers is None else impls, _names(args.servers), "server")
         testcases = _names(args.tests) or DEFAULT_TESTCASES
         unknown = [t for t in testcases if t not in TESTCASES]
         if unknown:
