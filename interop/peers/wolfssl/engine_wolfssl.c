@@ -188,6 +188,11 @@ atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
     if (!e->cfg->is_server) {
         const char *name = e->cfg->server_name;
         int r = wolfSSL_check_domain_name(c->ssl, name);
+        /* Debian's build defines only HAVE_SERVER_RENEGOTIATION_INFO, so a client sends neither
+         * renegotiation_info nor the SCSV unless asked; Bouncy Castle's TLS 1.2 server then
+         * refuses with handshake_failure (RFC 5746 indication missing). */
+        if (r == WOLFSSL_SUCCESS && e->cfg->tls_min == 12)
+            r = wolfSSL_UseSecureRenegotiation(c->ssl);
         if (r == WOLFSSL_SUCCESS)
             r = wolfSSL_UseSNI(c->ssl, WOLFSSL_SNI_HOST_NAME, name, (unsigned short)strlen(name));
         if (r != WOLFSSL_SUCCESS) {
