@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .pki import Identity
 
 if TYPE_CHECKING:
-    from .session import TLSContext
+    from .session import TLSContext, TLSSessionBase
 
 
 class Role(enum.Enum):
@@ -115,6 +115,9 @@ class TLSConfig:
     # Where to append the session secrets, SSLKEYLOGFILE format (a path, or a
     # callable taking one line): lets a researcher decrypt captured ATLS records.
     keylog: str | os.PathLike[str] | Callable[[bytes], None] | None = None
+    # An observer for tests and interop runs: told of each session once its
+    # handshake has completed (both peers authenticated). Never needed in production.
+    on_established: Callable[[TLSSessionBase], None] | None = None
 
     def __post_init__(self) -> None:
         for version in (self.min_version, self.max_version):

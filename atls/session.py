@@ -458,6 +458,8 @@ class TLSSessionBase:
             group=_group_name(self._conn),
         )
         self._state = SessionState.ESTABLISHED
+        if self.context.config.on_established is not None:
+            self.context.config.on_established(self)
 
     def _cached_peer_chain(self) -> tuple[x509.Certificate, ...]:
         if self._chain is None:

@@ -10,6 +10,7 @@ from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
 
 from .compose_engine import EngineUnavailable
 from .images import ImageError
+from .interop import runner as interop_runner
 from .processes import ProcessError
 from .scenario import ScenarioError
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
     demo.add_argument("--pki", type=Path, default=Path("pki"))
     demo.add_argument("--report-dir", type=Path, default=Path("reports/demo"))
+    interop_runner.add_parser(sub)
     return p
 
 
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             run(args.out, args.quick, only)
             return 0
+        if args.command == "interop":
+            return interop_runner.main(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -106,7 +106,7 @@ def build_wheelhouse(root: Path, say: Callable[[str], None]) -> Path:
             "--quiet",
             "--wheel-dir",
             str(wheelhouse),
-            f"{root}[middlebox,compose]",
+            f"{root}[middlebox,compose,interop]",
         ],
         say,
         "wheelhouse for the image",

@@ -18,6 +18,7 @@ from atls.session import TLSVersion, open_keylog
 from atls.store import SessionLimits
 
 from .app import ServiceSettings, create_app
+from .interop import InteropSettings
 from .logs import configure_logging, log_event
 
 
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="append every ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
     )
     add_profile_arguments(p.add_argument_group("TLS profile (TLS and DTLS sessions)"))
+    p.add_argument(
+        "--export-file",
+        type=Path,
+        help="interop runner only (interop/CONTRACT.md): append the hex of 32 bytes exported "
+        "(label application-layer-tls, --exporter-context) per established session",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -137,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             idle_ttl=args.idle_ttl,
             max_flight_bytes=args.max_flight_bytes,
         )
-        settings = ServiceSettings.from_pki(
+        interop = {"export_file": args.export_file} if args.export_file else {}
+        settings = (InteropSettings if interop else ServiceSettings).from_pki(
             args.pki,
+            **interop,
             require_client_certificate=not args.no_client_auth,
             limits=limits,
             exporter=ExporterSettings(

@@ -1,0 +1,3 @@
+module atls-testbed/interop/peers/go
+
+go 1.19
