@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +28,7 @@ from atls.store import SessionLimits, SessionStore
 from .api import api_routes
 from .bootstrap import BootstrapAPI, Registry
 from .endpoint import ATLSEndpoint, EstablishedHook, refusal_response
+from .limits import BodyTimeout, ConnectionLimits, release_memory
 from .logs import log_event
 
 SWEEP_INTERVAL = 5.0
@@ -46,6 +48,7 @@ class ServiceSettings:
     voucher_signer: Identity | None = None
     operator_token: str | None = None
     voucher_lifetime: datetime.timedelta = datetime.timedelta(minutes=10)
+    connection: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
@@ -85,7 +88,13 @@ async def _http_problem(request: Request, exc: Exception) -> Response:
     return response
 
 
-EXCEPTION_HANDLERS = {HTTPException: _http_problem}
+async def _refusal(request: Request, exc: Exception) -> Response:
+    """A refusal a route raised (body too large, request timeout) as its problem document."""
+    assert isinstance(exc, Refusal)
+    return refusal_response(exc)
+
+
+EXCEPTION_HANDLERS = {HTTPException: _http_problem, Refusal: _refusal}
 
 
 def create_app(
@@ -104,6 +113,7 @@ def create_app(
     )
     own_routes = [*api_routes(health), *bootstrap.routes()]
     api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)
+    api.router.redirect_slashes = False
     driver = ServerDriver(settings.tls_config().build(), store, settings.exporter)
     endpoint = ATLSEndpoint(driver, api, on_established)
 
@@ -113,6 +123,7 @@ def create_app(
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL)
                 gone = store.sweep()
+                release_memory()
                 if gone:
                     log_event("atls.expired", sessions=gone)
 
@@ -131,7 +142,14 @@ def create_app(
         Route(LEGACY_PATH, endpoint.handle, methods=["POST"]),
         *own_routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(BodyTimeout, timeout=settings.connection.body_timeout)],
+    )
+    # no redirect to "/path/" (or away from it): an unknown path is a 404 problem document
+    app.router.redirect_slashes = False
     app.state.store = store
     app.state.endpoint = endpoint
     app.state.registry = registry

@@ -37,6 +37,7 @@ from atls.voucher import VOUCHER_MEDIA_TYPE, Voucher, VoucherError, check_nonce,
 
 from .dispatch import atls_context
 from .endpoint import refusal_response
+from .limits import read_body
 from .logs import log_event
 
 MAX_JSON_BYTES = 65536
@@ -76,9 +77,7 @@ def _refused(reason: Reason, title: str, detail: str) -> Refusal:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_JSON_BYTES:
-        raise _refused(Reason.BODY_TOO_LARGE, "body too large", f"at most {MAX_JSON_BYTES} bytes")
+    body = await read_body(request, MAX_JSON_BYTES)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
