@@ -29,6 +29,21 @@ _VALIDITY = datetime.timedelta(days=3650)
 _BACKDATE = datetime.timedelta(hours=1)
 
 
+# The extended key usage that makes a vendor-issued certificate a voucher signer
+# (a MASA's signing key in BRSKI terms). A UUID-based OID (X.667, arc 2.25): the
+# testbed's own, needing no registration. Devices accept vouchers only from a
+# certificate that carries it, never from a device or service identity.
+VOUCHER_SIGNING_EKU = x509.ObjectIdentifier("2.25.98837935688670589794229610327471572786")
+
+
+def has_usage(cert: x509.Certificate, usage: x509.ObjectIdentifier) -> bool:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return usage in eku
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
@@ -162,9 +177,7 @@ class CertificateAuthority:
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
-        return self._issue(
-            subject, sans=[], usage=ExtendedKeyUsageOID.CODE_SIGNING, not_after=not_after
-        )
+        return self._issue(subject, sans=[], usage=VOUCHER_SIGNING_EKU, not_after=not_after)
 
     def issue_device(self, serial: str, not_after: datetime.datetime | None = None) -> Identity:
         """A device identity (IDevID-like): the serial is the subject serialNumber."""
@@ -266,7 +279,11 @@ def init_pki(
     if not pki.service_cert.exists():
         ca.issue_server(service_names).write(pki.service_cert, pki.service_key)
         pki.created.append("service")
-    if not pki.voucher_signer_cert.exists():
+    if not pki.voucher_signer_cert.exists() or not has_usage(
+        pki.voucher_signer().certificate, VOUCHER_SIGNING_EKU
+    ):
+        # also replaces a signer from before the voucher-signing usage existed:
+        # devices would refuse its vouchers
         ca.issue_signer("ATLS Voucher Signer").write(
             pki.voucher_signer_cert, pki.voucher_signer_key
         )

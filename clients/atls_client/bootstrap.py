@@ -80,6 +80,9 @@ class BootstrapConfig:
     app_path: str = "/api/hello"
     # Anchors the device ships with for *network* TLS; default: the vendor anchor.
     factory_anchors_pem: bytes | None = None
+    # The one certificate allowed to sign vouchers; default: any vendor-issued
+    # certificate with the voucher-signing usage.
+    voucher_signer_pem: bytes | None = None
 
 
 @dataclass
@@ -121,6 +124,11 @@ class Bootstrap:
         self.serial = serial
         self.store = TrustStore(config.store)
         self.vendor_anchor = x509.load_pem_x509_certificate(config.vendor_anchor_pem)
+        self.signer_pin = (
+            x509.load_pem_x509_certificate(config.voucher_signer_pem)
+            if config.voucher_signer_pem
+            else None
+        )
         self.report = BootstrapReport(device=serial, service=config.service_url)
 
     def _run_step(self, name: str, action: Callable[[], tuple[bool, str]]) -> bool:
@@ -196,6 +204,7 @@ class Bootstrap:
                         vendor_anchor=self.vendor_anchor,
                         serial_number=self.serial,
                         nonce=nonce,
+                        signer_pin=self.signer_pin,
                     )
                 except VoucherError as exc:
                     raise _Stop(EXIT_VOUCHER, f"voucher rejected: {exc}") from None

@@ -113,6 +113,9 @@ NOW = datetime.datetime.now(datetime.UTC)
         ("wrong-nonce", "nonce does not match"),
         ("unknown-key", "unknown key"),
         ("bad-signature", "bad voucher signature"),
+        # issue #12: a sibling device's own key (vendor-issued, a TLS client identity)
+        # pinning an attacker's CA
+        ("sibling-device", "not a voucher signer"),
     ],
 )
 def test_voucher_negatives_install_nothing(
@@ -128,13 +131,16 @@ def test_voucher_negatives_install_nothing(
             nonce = base64.b64encode(os.urandom(32)).decode()
         if case == "unknown-key":
             signer = rogue_ca.issue_signer("Rogue Voucher Signer")
+        pinned = pki.vendor_ca().certificate
+        if case == "sibling-device":
+            signer, pinned = pki.device("device-0002"), rogue_ca.certificate
         voucher = Voucher(
             "logged",
             serial,
             nonce,
             created,
             created + datetime.timedelta(minutes=10),
-            pki.vendor_ca().certificate,
+            pinned,
         )
         signed = sign_voucher(voucher, signer)
         if case == "bad-signature":

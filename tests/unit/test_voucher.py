@@ -9,6 +9,8 @@ import json
 import os
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from atls.cacerts import BundleError, decode_cacerts, encode_cacerts, vouched_anchors
 from atls.pki import CertificateAuthority
@@ -156,3 +158,58 @@ def test_bundle_with_an_unvouched_extra_is_refused(domain_ca, rogue_ca):
 def test_malformed_bundles(body, message):
     with pytest.raises(BundleError, match=message):
         decode_cacerts(body)
+
+
+# -- issue #12 item 3: only the designated signer may sign vouchers ------------------------
+
+
+def test_a_sibling_device_cannot_sign_a_voucher(pki, domain_ca, nonce):
+    """Device B's own TLS client identity (issued by the same vendor CA) signs a voucher
+    for device A pinning an attacker's CA: refused, it is no voucher signer."""
+    sibling = pki.device("device-0002")
+    signed = sign_voucher(_voucher(domain_ca, nonce, serial="device-0001"), sibling)
+    with pytest.raises(VoucherError, match="not a voucher signer"):
+        _verify(pki, signed, nonce, serial="device-0001")
+
+
+def test_a_service_certificate_cannot_sign_a_voucher(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.service())
+    with pytest.raises(VoucherError, match="not a voucher signer"):
+        _verify(pki, signed, nonce)
+
+
+def test_a_code_signing_certificate_is_no_voucher_signer(pki, domain_ca, nonce):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca = pki.vendor_ca()
+    other = ca._issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ATLS Voucher Signer")]),
+        sans=[],
+        usage=ExtendedKeyUsageOID.CODE_SIGNING,
+    )
+    signed = sign_voucher(_voucher(domain_ca, nonce), other)
+    with pytest.raises(VoucherError, match="not a voucher signer"):
+        _verify(pki, signed, nonce)
+
+
+def test_a_pinned_signer_refuses_every_other_signer(pki, domain_ca, nonce):
+    good = pki.voucher_signer()
+    second = pki.vendor_ca().issue_signer("Another Voucher Signer")
+    signed = sign_voucher(_voucher(domain_ca, nonce), second)
+    assert _verify(pki, signed, nonce)  # vendor-issued with the right usage
+    with pytest.raises(VoucherError, match="not the pinned voucher signer"):
+        verify_voucher(
+            signed,
+            vendor_anchor=pki.vendor_ca().certificate,
+            serial_number="device-0001",
+            nonce=nonce,
+            signer_pin=good.certificate,
+        )
+    pinned_ok = sign_voucher(_voucher(domain_ca, nonce), good)
+    assert verify_voucher(
+        pinned_ok,
+        vendor_anchor=pki.vendor_ca().certificate,
+        serial_number="device-0001",
+        nonce=nonce,
+        signer_pin=good.certificate,
+    )
