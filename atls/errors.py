@@ -103,6 +103,7 @@ class Reason(enum.Enum):
     HTTP_ERROR = "http-error"
     BLOCKED_BY_POLICY = "blocked-by-policy"
     LIMIT_EXCEEDED = "limit-exceeded"
+    MIDDLEBOX_ERROR = "middlebox-error"
     # the HTTP server itself: slow, oversized or malformed requests, too many connections
     REQUEST_TIMEOUT = "request-timeout"
     HEADER_TOO_LARGE = "request-header-too-large"

@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from mitmproxy import http
 
+from .guard import fail_closed
 from .policy import Action, Decision, Fault
 from .tracking import atls_meta
 
@@ -25,9 +26,11 @@ class ATLSFaults:
     def __init__(self) -> None:
         self.history: OrderedDict[str, dict[str, list[bytes]]] = OrderedDict()
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         await self._apply(flow, "request")
 
+    @fail_closed
     async def response(self, flow: http.HTTPFlow) -> None:
         await self._apply(flow, "response")
 

@@ -283,17 +283,53 @@ class PolicyState:
 # Loading and validation
 
 
+MAX_POLICY_BYTES = 1 << 20
+MAX_POLICY_DEPTH = 32
+
+
 def load_policy(path: Path | str) -> Policy:
+    """Read and parse a policy file; every failure is a ``PolicyError`` naming the place."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{path}: policy file larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(
+            f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
     return parse_policy(text, str(path))
+
+
+def _depth_checked(node: yaml.Node, source: str) -> None:
+    """Refuse nesting deeper than any policy needs (the parser would recurse on it)."""
+    stack: list[tuple[yaml.Node, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_POLICY_DEPTH:
+            mark = current.start_mark
+            raise PolicyError(
+                f"{source}: line {mark.line + 1} column {mark.column + 1}: nested deeper "
+                f"than {MAX_POLICY_DEPTH} levels"
+            )
+        if isinstance(current, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                stack.extend(((key, depth + 1), (value, depth + 1)))
 
 
 def parse_policy(text: str, source: str = "<string>") -> Policy:
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _depth_checked(node, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -301,6 +337,8 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
         raise PolicyError(
             f"{source}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}"
         ) from None
+    except RecursionError:
+        raise PolicyError(f"{source}: nested too deeply to parse") from None
     return _Parser(source).policy(data)
 
 

@@ -21,6 +21,7 @@ from mitmproxy import ctx, http
 from atls.store import session_public_id
 
 from .detect import classify_request, classify_response
+from .guard import fail_closed
 from .observe import summarize
 
 _MAX_SESSIONS = 10000
@@ -67,6 +68,7 @@ class ATLSTracker:
             self.sessions.move_to_end(key)
         return state
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:  # answered by someone else already
             return
@@ -99,6 +101,7 @@ class ATLSTracker:
         }
         state.byte_count += len(body)
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         if resp is None:

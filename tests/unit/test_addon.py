@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
@@ -527,3 +528,127 @@ async def test_metrics_file(tmp_path, flights):
     data = json.loads(metrics.read_text())
     assert data["rules"]["default"]["allow"] == 1
     assert data["totals"]["variant:current"] == 1
+
+
+# -- issue #12 item 4: the reload never dies, the hooks fail closed -------------------------
+
+HOSTILE_POLICY_FILES = {
+    "not-utf8": b"default: \xff\xfe allow\n",
+    "deeply-nested": b"rules: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "deep-mapping": b"default: " + b"{a: " * 3000 + b"1" + b"}" * 3000 + b"\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
+def test_hostile_policy_files_are_policy_errors(tmp_path, name):
+    from atls_policy.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(HOSTILE_POLICY_FILES[name])
+    with pytest.raises(PolicyError, match=str(path)):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
+async def test_hostile_policy_file_at_start_says_place_and_problem(tmp_path, name):
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(HOSTILE_POLICY_FILES[name])
+    with chain() as (a, tctx):
+        with pytest.raises(exceptions.OptionsError, match="invalid ATLS policy: .*policy.yaml"):
+            tctx.configure(a.enforcer, atls_policy=str(path))
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
+async def test_reload_survives_hostile_files_and_applies_later_edits(
+    tmp_path, flights, name, caplog
+):
+    import os
+
+    policy = write_policy(tmp_path, "default: allow\n")
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy), atls_reload_interval=0.1)
+        a.enforcer.running()
+        try:
+            policy.write_bytes(HOSTILE_POLICY_FILES[name])
+            os.utime(policy, (1, 1))
+            for _ in range(50):  # bounded: the watcher runs every 0.1 s
+                if a.enforcer.reload_errors:
+                    break
+                await asyncio.sleep(0.05)
+            assert a.enforcer.reload_errors == 1
+            assert a.enforcer.policy.default.action.value == "allow", "the old policy stays"
+            failures = [r for r in caplog.records if "keeping the current policy" in r.message]
+            assert len(failures) == 1 and failures[0].levelname == "ERROR", "one clear line"
+            policy.write_text("default: block\n")
+            os.utime(policy, (2, 2))
+            for _ in range(50):
+                if a.enforcer.policy.default.action.value == "block":
+                    break
+                await asyncio.sleep(0.05)
+            assert a.enforcer.policy.default.action.value == "block", "the watcher died"
+        finally:
+            a.enforcer.done()
+
+
+def test_an_unexpected_parse_error_keeps_the_old_policy(tmp_path, monkeypatch):
+    from atls_policy import enforcement
+
+    policy = write_policy(tmp_path, "default: block\n")
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+
+        def boom(path):
+            raise MemoryError("simulated")
+
+        monkeypatch.setattr(enforcement, "load_policy", boom)
+        import os
+
+        os.utime(policy, (5, 5))
+        assert a.enforcer.check_policy_file() is False
+        assert a.enforcer.policy.default.action.value == "block"
+        assert a.enforcer.reload_errors == 1
+
+
+@pytest.mark.parametrize("where", ["tracker", "enforcer", "faults", "audit"])
+@pytest.mark.parametrize("direction", ["request", "response"])
+async def test_an_exception_in_a_hook_blocks_the_atls_flow(
+    flights, monkeypatch, caplog, where, direction
+):
+    """Fail closed: a bug in any addon answers that ATLS flow with a problem, logged."""
+    with chain() as (a, tctx):
+        addon = {
+            "tracker": a.tracker,
+            "enforcer": a.enforcer,
+            "faults": a.faults,
+            "audit": a.audit,
+        }[where]
+        target = {
+            "tracker": "_session",
+            "enforcer": "_enforce",
+            "faults": "_apply",
+            "audit": "_account",
+        }[where]
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("simulated addon bug")
+
+        flow = atls_flow(flights["TLS1_3"][0], cookie="c1")
+        if direction == "response":
+            await a.request(flow)
+            assert flow.response is None
+            with_response(flow, flights["TLS1_3"][1])
+        monkeypatch.setattr(addon, target, broken)
+        await getattr(a, direction)(flow)
+        assert flow.response is not None and flow.response.status_code == 502, where
+        problem = json.loads(flow.response.content)
+        assert problem["type"] == "urn:atls-testbed:problem:middlebox-error"
+        assert "fail closed" in problem["detail"]
+        assert any(
+            r.levelname == "ERROR" and "simulated addon bug" in r.getMessage()
+            for r in caplog.records
+        )
+        # other flows are unaffected once the bug is gone
+        monkeypatch.undo()
+        ok = atls_flow(flights["TLS1_3"][0])
+        await a.request(ok)
+        assert ok.response is None
