@@ -33,7 +33,7 @@ from atls.pki import Identity, device_serial
 from atls.session import ATLSError, Role, TLSConfig
 from atls.voucher import VoucherError, verify_voucher
 
-from .client import ATLSClient, CarrierError, CarrierSettings
+from .client import ATLSClient, CarrierError, CarrierSettings, ResponseTooLargeError
 from .probe import ProbeResult, probe
 from .truststore import TrustStore, TrustStoreError
 
@@ -227,6 +227,8 @@ class Bootstrap:
 
             self._run_step("cacerts", cacerts)
 
+        previous = self.store.load()
+
         def install() -> tuple[bool, str]:
             try:
                 installed = self.store.install(
@@ -242,7 +244,17 @@ class Bootstrap:
         def network_tls() -> tuple[bool, str]:
             second = self._probe()
             if not second.ok:
-                raise _Stop(EXIT_NETWORK_TLS, f"network TLS still fails: {second.detail}")
+                # the new anchors do not do what they were installed for: take them back
+                try:
+                    back_to = self.store.rollback(previous)
+                except (TrustStoreError, OSError) as exc:
+                    back_to = f"nothing (rollback failed: {exc})"
+                else:
+                    self.report.installed = False
+                raise _Stop(
+                    EXIT_NETWORK_TLS,
+                    f"network TLS still fails: {second.detail}; rolled back to {back_to}",
+                )
             return True, f"validates with the installed anchors ({second.detail})"
 
         self._run_step("network_tls", network_tls)
@@ -306,6 +318,8 @@ class Bootstrap:
     ) -> bytes:
         try:
             response = client.http.request(method, path, json=json_body)
+        except ResponseTooLargeError as exc:
+            raise _Stop(_REFUSAL_EXIT.get(path, EXIT_REFUSED), str(exc)) from None
         except CarrierError as exc:
             raise _Stop(EXIT_CARRIER, str(exc)) from None
         except ServiceRefusedError as exc:

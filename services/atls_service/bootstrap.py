@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from atls.cacerts import CACERTS_MEDIA_TYPE, encode_cacerts
+from atls.cacerts import CACERTS_MEDIA_TYPE, anchor_problem, encode_cacerts
 from atls.errors import Reason, Refusal
 from atls.pki import Identity, device_serial
 from atls.voucher import VOUCHER_MEDIA_TYPE, Voucher, VoucherError, check_nonce, sign_voucher
@@ -156,6 +156,10 @@ class BootstrapAPI:
             certs = x509.load_pem_x509_certificates(pem.encode())
         except ValueError as exc:
             raise _refused(Reason.INVALID_DOMAIN, "ca_certs do not parse", str(exc)) from None
+        for cert in certs:
+            problem = anchor_problem(cert)
+            if problem:
+                raise _refused(Reason.INVALID_DOMAIN, "not a domain CA", problem)
         existing = self.registry.domains.get(name)
         domain = Domain(name, certs, existing.serials if existing else set())
         self.registry.domains[name] = domain
