@@ -42,6 +42,7 @@ def flight_context(flow: http.HTTPFlow, meta: dict[str, Any], direction: str) ->
         sni=meta.get("sni"),
         body_bytes=len(message.raw_content or b""),
         session_bytes=meta.get(direction, {}).get("session_bytes", 0),
+        records=meta.get(direction, {}).get("records", "valid"),
     )
 
 

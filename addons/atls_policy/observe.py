@@ -122,6 +122,14 @@ class FlightSummary:
     alert_records: int = 0
     protected: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    not_records: bool = False  # the body is not a sequence of TLS records (or is empty)
+
+    @property
+    def record_state(self) -> str:
+        """``valid``, ``invalid`` (not TLS records) or ``protected`` (aes128gcm)."""
+        if self.protected is not None:
+            return "protected"
+        return "invalid" if self.not_records or not self.records else "valid"
 
     @property
     def offered_versions(self) -> set[str]:
@@ -273,6 +281,7 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
             elif record.content_type is ContentType.APPLICATION_DATA:
                 plaintext = False
     except RecordError as exc:
+        summary.not_records = True
         summary.notes.append(f"not TLS records: {exc}")
     at = 0
     while at + 4 <= len(handshake_bytes):

@@ -60,6 +60,9 @@ class Action(enum.Enum):
 VARIANTS = ("current", "draft-00", "unlabelled")
 VARIANT_ALIASES = {"labelled": "current", "legacy": "draft-00"}  # names before 0.2
 DIRECTIONS = ("request", "response")
+# What a flight's body is: TLS records, not TLS records at all, or a protected
+# (aes128gcm) export-mode message, which is opaque by design.
+RECORD_STATES = ("valid", "invalid", "protected")
 FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
 
 
@@ -78,6 +81,7 @@ class FlightContext:
     sni: str | None = None
     body_bytes: int = 0
     session_bytes: int = 0  # the session's bytes before this flight
+    records: str = "valid"  # one of RECORD_STATES
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,11 @@ class Match:
     snis: tuple[str, ...] = ()
     directions: tuple[str, ...] = ()
     flights: tuple[int, ...] = ()
+    records: tuple[str, ...] = ()
 
     def matches(self, ctx: FlightContext) -> bool:
+        if self.records and ctx.records not in self.records:
+            return False
         if self.clients:
             try:
                 address = ipaddress.ip_address(ctx.client)
@@ -443,6 +450,7 @@ class _Parser:
                 "sni",
                 "direction",
                 "flight",
+                "records",
             },
         )
 
@@ -480,6 +488,12 @@ class _Parser:
                 raw.get("flight"),
                 self._positive,
                 "is not a flight number (1, 2, ...)",
+            ),
+            records=self._list(
+                f"{where}.records",
+                raw.get("records"),
+                self._choice(RECORD_STATES),
+                f"is not one of {', '.join(RECORD_STATES)}",
             ),
         )
 

@@ -140,4 +140,5 @@ def _flight(summary: Any, session_bytes: int) -> dict[str, Any]:
         "summary": summary.to_dict(),
         "line": summary.one_line(),
         "session_bytes": session_bytes,
+        "records": summary.record_state,
     }

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -652,3 +653,48 @@ async def test_an_exception_in_a_hook_blocks_the_atls_flow(
         ok = atls_flow(flights["TLS1_3"][0])
         await a.request(ok)
         assert ok.response is None
+
+
+# -- issue #12 item 5: "not TLS records" is matchable ---------------------------------------
+
+
+async def test_a_rule_can_block_labelled_bodies_that_are_not_tls(tmp_path, flights):
+    policy = write_policy(
+        tmp_path,
+        """
+rules:
+  - {id: not-records, action: block, status: 400, match: {records: invalid}}
+""",
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        junk = atls_flow(b"GET / HTTP/1.1\r\nsmuggled: yes\r\n\r\n")
+        await a.request(junk)
+        assert junk.response is not None and junk.response.status_code == 400
+        assert json.loads(junk.response.content)["rule"] == "not-records"
+        assert junk.metadata["atls"]["request"]["records"] == "invalid"
+        empty = atls_flow(b"")
+        await a.request(empty)
+        assert empty.response is not None, "an empty body holds no records either"
+        hello = atls_flow(flights["TLS1_3"][0])
+        await a.request(hello)
+        assert hello.response is None
+        assert hello.metadata["atls"]["request"]["records"] == "valid"
+        protected = atls_flow(b"\x00" * 40)
+        protected.request.headers["content-encoding"] = "aes128gcm"
+        await a.request(protected)
+        assert protected.response is None
+        assert protected.metadata["atls"]["request"]["records"] == "protected"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: [{id: a, action: block, match: {records: broken}}]", "rules[0].match.records"),
+        ("rules: [{id: a, action: block, match: {records: [valid, 7]}}]", "rules[0].match.records"),
+    ],
+)
+def test_records_match_field_is_validated(text, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        parse_policy(text)
+    assert parse_policy("rules: [{id: a, action: block, match: {records: invalid}}]")
