@@ -13,7 +13,7 @@ import datetime
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
@@ -41,7 +41,7 @@ def decode_cacerts(body: bytes) -> list[x509.Certificate]:
         raise BundleError("the CA bundle is not base64") from None
     try:
         certificates = pkcs7.load_der_pkcs7_certificates(der)
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:  # unsupported: found by fuzzing
         raise BundleError(f"the CA bundle is not a PKCS#7 certs-only structure: {exc}") from None
     if not certificates:
         raise BundleError("the CA bundle holds no certificates")
@@ -55,7 +55,13 @@ def anchor_problem(cert: x509.Certificate, now: datetime.datetime | None = None)
 
     Shared by the service (registering a domain CA) and the device (before installing).
     """
-    now = now or datetime.datetime.now(datetime.UTC)
+    try:
+        return _anchor_problem(cert, now or datetime.datetime.now(datetime.UTC))
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # lazily parsed fields
+        return f"a malformed certificate ({exc})"
+
+
+def _anchor_problem(cert: x509.Certificate, now: datetime.datetime) -> str | None:
     name = cert.subject.rfc4514_string()
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -88,6 +94,19 @@ def vouched_anchors(
     is it nor was issued by it was not vouched for and fails the whole bundle.
     Every anchor must be a CA (basic constraints) valid ``now``.
     """
+    try:
+        return _vouched(bundle, pinned, now)
+    except BundleError:
+        raise
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # lazily parsed fields
+        raise BundleError(f"the CA bundle holds a malformed certificate: {exc}") from None
+
+
+def _vouched(
+    bundle: Sequence[x509.Certificate],
+    pinned: x509.Certificate,
+    now: datetime.datetime | None,
+) -> list[x509.Certificate]:
     for cert in bundle:
         problem = anchor_problem(cert, now)
         if problem:

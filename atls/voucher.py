@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -152,8 +152,34 @@ def verify_voucher(
     """Check a signed voucher against what this device asked for; return it or raise.
 
     ``signer_pin``: the one certificate allowed to sign (else any vendor-issued
-    certificate with the voucher-signing usage).
+    certificate with the voucher-signing usage). Every failure is a
+    ``VoucherError``, including certificates whose fields do not parse (their
+    contents are parsed lazily, so any access may raise).
     """
+    try:
+        return _verify_voucher(
+            signed,
+            vendor_anchor=vendor_anchor,
+            serial_number=serial_number,
+            nonce=nonce,
+            now=now,
+            signer_pin=signer_pin,
+        )
+    except VoucherError:
+        raise
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # found by fuzzing
+        raise VoucherError(f"malformed voucher: {type(exc).__name__}: {exc}") from None
+
+
+def _verify_voucher(
+    signed: Any,
+    *,
+    vendor_anchor: x509.Certificate,
+    serial_number: str,
+    nonce: str,
+    now: datetime.datetime | None = None,
+    signer_pin: x509.Certificate | None = None,
+) -> Voucher:
     now = now or datetime.datetime.now(datetime.UTC)
     if (
         not isinstance(signed, dict)
