@@ -13,9 +13,11 @@ import datetime
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+
+from .pki import CERT_PARSE_ERRORS
 
 CACERTS_MEDIA_TYPE = "application/pkcs7-mime; smime-type=certs-only"
 # A domain's CA bundle is a handful of certificates; far more is an attack on memory.
@@ -41,7 +43,7 @@ def decode_cacerts(body: bytes) -> list[x509.Certificate]:
         raise BundleError("the CA bundle is not base64") from None
     try:
         certificates = pkcs7.load_der_pkcs7_certificates(der)
-    except (ValueError, UnsupportedAlgorithm) as exc:  # unsupported: found by fuzzing
+    except CERT_PARSE_ERRORS as exc:  # beyond ValueError: found by fuzzing
         raise BundleError(f"the CA bundle is not a PKCS#7 certs-only structure: {exc}") from None
     if not certificates:
         raise BundleError("the CA bundle holds no certificates")
@@ -57,7 +59,7 @@ def anchor_problem(cert: x509.Certificate, now: datetime.datetime | None = None)
     """
     try:
         return _anchor_problem(cert, now or datetime.datetime.now(datetime.UTC))
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # lazily parsed fields
+    except CERT_PARSE_ERRORS as exc:  # lazily parsed fields
         return f"a malformed certificate ({exc})"
 
 
@@ -98,7 +100,7 @@ def vouched_anchors(
         return _vouched(bundle, pinned, now)
     except BundleError:
         raise
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # lazily parsed fields
+    except CERT_PARSE_ERRORS as exc:  # lazily parsed fields
         raise BundleError(f"the CA bundle holds a malformed certificate: {exc}") from None
 
 

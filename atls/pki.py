@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -34,6 +35,16 @@ _BACKDATE = datetime.timedelta(hours=1)
 # testbed's own, needing no registration. Devices accept vouchers only from a
 # certificate that carries it, never from a device or service identity.
 VOUCHER_SIGNING_EKU = x509.ObjectIdentifier("2.25.98837935688670589794229610327471572786")
+
+
+# What parsing a hostile certificate (or a field of one: they are parsed lazily)
+# can raise in cryptography; InvalidVersion is no ValueError. Found by fuzzing.
+CERT_PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+)
 
 
 def has_usage(cert: x509.Certificate, usage: x509.ObjectIdentifier) -> bool:

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
-from .pki import VOUCHER_SIGNING_EKU, Identity, has_usage
+from .pki import CERT_PARSE_ERRORS, VOUCHER_SIGNING_EKU, Identity, has_usage
 
 VOUCHER_TYPE = "voucher-jws+json"
 VOUCHER_MEDIA_TYPE = "application/voucher-jws+json"
@@ -167,7 +167,7 @@ def verify_voucher(
         )
     except VoucherError:
         raise
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # found by fuzzing
+    except CERT_PARSE_ERRORS as exc:  # beyond VoucherError: found by fuzzing
         raise VoucherError(f"malformed voucher: {type(exc).__name__}: {exc}") from None
 
 

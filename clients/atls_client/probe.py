@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
+from atls.pki import CERT_PARSE_ERRORS
+
 CONNECT_LIMIT = 65536
 MAX_PROBE_BYTES = 1 << 20
 
@@ -125,6 +127,11 @@ def presented_chain(
             else:
                 leaf = tls.getpeercert(binary_form=True)
                 ders = [leaf] if leaf else []
-        return [x509.load_der_x509_certificate(d) for d in ders]
-    except (OSError, ValueError):
+        chain = [x509.load_der_x509_certificate(d) for d in ders]
+        for cert in chain:  # fields parse lazily: touch the names the report uses
+            cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        return chain
+    except OSError:
+        return []
+    except CERT_PARSE_ERRORS:  # a hostile network may present anything
         return []

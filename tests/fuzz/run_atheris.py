@@ -15,6 +15,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["atls", "atls_policy", "atls_service", "atls_client"]):
+    # the targets import the addon's modules lazily: import them here, instrumented
+    import atls_policy.detect
+    import atls_policy.observe
+    import atls_policy.policy  # noqa: F401
     from tests.fuzz import targets
 
 
