@@ -63,7 +63,19 @@ DIRECTIONS = ("request", "response")
 # What a flight's body is: TLS records, not TLS records at all, or a protected
 # (aes128gcm) export-mode message, which is opaque by design.
 RECORD_STATES = ("valid", "invalid", "protected")
-FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
+FAULT_TYPES = (
+    "bitflip",
+    "truncate",
+    "drop",
+    "delay",
+    "duplicate",
+    "replay",
+    "content-type",
+    # attacks a middlebox can mount on opaque ATLS bytes (issue #12)
+    "strip-versions",  # remove supported_versions from a ClientHello (downgrade)
+    "reorder",  # the flight's records in reverse order
+    "swap-cookie",  # send the request under another session's cookie
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class Fault:
     replay_flight: int | None = None
     content_type: str | None = None
     max_times: int | None = None
+    keep_records: int | None = None  # truncate at a record boundary
+    other_session: bool = False  # replay: a flight of another session
+    wait: float = 5.0  # swap-cookie: how long to wait for another session to appear
 
 
 @dataclass(frozen=True)
@@ -530,21 +545,24 @@ class _Parser:
             raise self.fail(f"{where}.type", f"{kind!r} is not one of {', '.join(FAULT_TYPES)}")
         allowed = {
             "bitflip": {"offset", "seed", "bit"},
-            "truncate": {"keep"},
+            "truncate": {"keep", "records"},
             "drop": set(),
             "delay": {"seconds"},
             "duplicate": set(),
-            "replay": {"flight"},
+            "replay": {"flight", "session"},
             "content-type": {"set", "strip"},
+            "strip-versions": set(),
+            "reorder": set(),
+            "swap-cookie": {"wait"},
         }[kind] | {"type", "max_times"}
         self._keys(where, raw, allowed)
         values: dict[str, Any] = {"type": kind}
-        for key in ("offset", "seed", "keep", "max_times", "bit"):
+        for key in ("offset", "seed", "keep", "max_times", "bit", "records"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise self.fail(f"{where}.{key}", f"{value!r} is not a whole number")
-                values[key] = value
+                values["keep_records" if key == "records" else key] = value
         if "bit" in values and not 0 <= values["bit"] <= 7:
             raise self.fail(f"{where}.bit", "a bit is 0 to 7")
         if "max_times" in values and values["max_times"] < 1:
@@ -560,6 +578,19 @@ class _Parser:
             ):
                 raise self.fail(f"{where}.seconds", f"{seconds!r} is not a delay (0 < s <= 300)")
             values["seconds"] = float(seconds)
+        if "keep" in values and "keep_records" in values:
+            raise self.fail(where, "truncate either to 'keep' bytes or to 'records', not both")
+        if kind == "replay" and "session" in raw:
+            if raw["session"] not in ("same", "other"):
+                raise self.fail(f"{where}.session", f"{raw['session']!r} is not 'same' or 'other'")
+            values["other_session"] = raw["session"] == "other"
+            if values["other_session"] and "flight" in raw:
+                raise self.fail(where, "a replay from another session takes no 'flight'")
+        if kind == "swap-cookie" and "wait" in raw:
+            wait = raw["wait"]
+            if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 30:
+                raise self.fail(f"{where}.wait", f"{wait!r} is not a wait (0 <= s <= 30)")
+            values["wait"] = float(wait)
         if kind == "replay" and "flight" in raw:
             values["replay_flight"] = self._positive(raw["flight"])
             if values["replay_flight"] is None:

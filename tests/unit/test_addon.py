@@ -17,6 +17,7 @@ from mitmproxy.test import taddons, tflow
 
 from atls.http_binding import LEGACY_MEDIA_TYPE, MEDIA_TYPE
 from atls.loopback import run_handshake
+from atls.records import parse_records
 from atls.session import ATLSSession, TLSVersion
 from atls_policy import default_addons
 from atls_policy import faults as faults_module
@@ -698,3 +699,112 @@ def test_records_match_field_is_validated(text, message):
     with pytest.raises(PolicyError, match=re.escape(message)):
         parse_policy(text)
     assert parse_policy("rules: [{id: a, action: block, match: {records: invalid}}]")
+
+
+# -- issue #12: attack faults --------------------------------------------------------------
+
+
+def test_strip_versions_is_a_downgrade_the_client_detects(pki, server_context, flights):
+    from atls.errors import TLSAlertError
+    from atls_policy.faults import strip_supported_versions
+
+    hello = flights["TLS1_3"][0]
+    stripped = strip_supported_versions(hello)
+    assert stripped is not None and len(stripped) < len(hello)
+    assert summarize(stripped).client_hello.versions == ["1.2"]  # only the legacy version left
+    assert strip_supported_versions(stripped) is None, "nothing left to strip"
+    assert strip_supported_versions(b"not tls") is None
+
+    def downgrade(index: int, sender: str, flight: bytes) -> bytes:
+        return (strip_supported_versions(flight) or flight) if index == 0 else flight
+
+    client = ATLSSession(client_config(pki).build())  # offers 1.2 and 1.3
+    with pytest.raises(TLSAlertError) as failure:
+        run_handshake(client, ATLSSession(server_context), downgrade)
+    assert client.failed, "the client refuses the downgraded handshake"
+    assert failure.value.alert in {"illegal_parameter", "decrypt_error", "handshake_failure"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "check"),
+    [
+        ("{type: truncate, records: 1}", lambda old, new: len(parse_records(new)) == 1),
+        (
+            "{type: truncate, records: -1}",
+            lambda old, new: len(parse_records(new)) == len(parse_records(old)) - 1,
+        ),
+        (
+            "{type: reorder}",
+            lambda old, new: (
+                [r.payload for r in parse_records(new)]
+                == [r.payload for r in parse_records(old)][::-1]
+            ),
+        ),
+    ],
+    ids=["truncate-records", "truncate-records-tail", "reorder"],
+)
+async def test_record_boundary_faults(tmp_path, flights, fault, check):
+    policy = write_policy(tmp_path, f"rules:\n  - id: f\n    action: fault\n    fault: {fault}\n")
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        old = flights["TLS1_2"][1]  # several records
+        assert len(parse_records(old)) > 2
+        flow = atls_flow(flights["TLS1_2"][0], cookie="c")
+        await a.request(flow)
+        with_response(flow, old)
+        await a.response(flow)
+        assert check(old, flow.response.raw_content)
+
+
+async def test_swap_cookie_and_replay_from_another_session(tmp_path, flights):
+    policy = write_policy(
+        tmp_path,
+        """
+rules:
+  - id: swap
+    action: fault
+    match: {direction: request, flight: 2}
+    fault: {type: swap-cookie, wait: 0}
+  - id: steal
+    action: fault
+    match: {direction: response, flight: 2}
+    fault: {type: replay, session: other}
+""",
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        first_a = atls_flow(flights["TLS1_3"][0], cookie="cookie-a")
+        await a.request(first_a)
+        with_response(first_a, flights["TLS1_3"][1])
+        await a.response(first_a)
+        second_a = atls_flow(flights["TLS1_3"][2], cookie="cookie-a")
+        await a.request(second_a)
+        assert second_a.request.cookies["atls_session"] == "cookie-a", "no other session yet"
+        with_response(second_a, b"\x17\x03\x03\x00\x05AAAAA")
+        await a.response(second_a)
+        assert "no other session" in second_a.metadata["atls"]["response"]["fault"]
+        first_b = atls_flow(flights["TLS1_3"][0], cookie="cookie-b")
+        await a.request(first_b)
+        second_b = atls_flow(flights["TLS1_3"][2], cookie="cookie-b")
+        await a.request(second_b)
+        assert second_b.request.cookies["atls_session"] == "cookie-a", "sent as session A"
+        with_response(second_b, b"\x17\x03\x03\x00\x05BBBBB")
+        await a.response(second_b)
+        assert second_b.response.raw_content == b"\x17\x03\x03\x00\x05AAAAA", "A's answer replayed"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{type: truncate, keep: 3, records: 1}", "either to 'keep' bytes or to 'records'"),
+        ("{type: truncate, records: x}", "fault.records: 'x' is not a whole number"),
+        ("{type: replay, session: elsewhere}", "fault.session: 'elsewhere' is not"),
+        ("{type: replay, session: other, flight: 1}", "takes no 'flight'"),
+        ("{type: swap-cookie, wait: 99}", "fault.wait: 99 is not a wait"),
+        ("{type: reorder, keep: 1}", "unknown key 'keep'"),
+        ("{type: strip-versions, seed: 1}", "unknown key 'seed'"),
+    ],
+)
+def test_attack_faults_are_validated(text, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        parse_policy(f"rules:\n  - id: a\n    action: fault\n    fault: {text}\n")
