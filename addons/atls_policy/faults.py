@@ -69,7 +69,7 @@ class ATLSFaults:
             if fault.type == "swap-cookie":
                 note = await self._swap_cookie(flow, meta["session"], fault)
             elif fault.type == "replay" and fault.other_session:
-                note = self._replay_other(message, meta["session"], direction)
+                note = await self._replay_other(message, meta["session"], direction, fault.wait)
             else:
                 note = await self._fault(flow, message, fault, decision.fault_use, history)
             note = note.replace("{direction}", direction)
@@ -112,12 +112,24 @@ class ATLSFaults:
         flow.request.cookies[name] = other
         return "sent the request under another session's cookie"
 
-    def _replay_other(self, message: http.Message, session: str, direction: str) -> str:
+    def _other_flight(self, session: str, direction: str) -> bytes | None:
         for key in reversed(self.history):
             if key != session and self.history[key][direction]:
-                message.raw_content = self.history[key][direction][-1]
-                return "replayed another session's latest {direction} flight"
-        return "replay: no other session's flight yet, passed unchanged"
+                return self.history[key][direction][-1]
+        return None
+
+    async def _replay_other(
+        self, message: http.Message, session: str, direction: str, wait: float
+    ) -> str:
+        waited, earlier = 0.0, self._other_flight(session, direction)
+        while earlier is None and waited < wait:  # bounded: wait for another session's flight
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            earlier = self._other_flight(session, direction)
+        if earlier is None:
+            return "replay: no other session's flight, passed unchanged"
+        _set_body(message, earlier)
+        return "replayed another session's latest {direction} flight"
 
     @staticmethod
     async def _fault(
@@ -186,8 +198,20 @@ class ATLSFaults:
             if earlier is None:
                 return "replay: no earlier flight to replay, passed unchanged"
             new_body, note = earlier, "replayed an earlier {direction} flight"
-        message.raw_content = new_body
+        _set_body(message, new_body)
         return note
+
+
+def _set_body(message: http.Message, body: bytes) -> None:
+    """Replace the body and keep a declared Content-Length true.
+
+    ``raw_content`` leaves the header as it was: a shorter body under the old
+    length left the receiver waiting for bytes that never came (a truncation
+    looked like a hang).
+    """
+    message.raw_content = body
+    if "content-length" in message.headers:
+        message.headers["content-length"] = str(len(body))
 
 
 class _Located:

@@ -161,7 +161,7 @@ class Fault:
     max_times: int | None = None
     keep_records: int | None = None  # truncate at a record boundary
     other_session: bool = False  # replay: a flight of another session
-    wait: float = 5.0  # swap-cookie: how long to wait for another session to appear
+    wait: float = 5.0  # swap-cookie, replay from another session: wait for one to appear
 
 
 @dataclass(frozen=True)
@@ -549,7 +549,7 @@ class _Parser:
             "drop": set(),
             "delay": {"seconds"},
             "duplicate": set(),
-            "replay": {"flight", "session"},
+            "replay": {"flight", "session", "wait"},
             "content-type": {"set", "strip"},
             "strip-versions": set(),
             "reorder": set(),
@@ -586,7 +586,9 @@ class _Parser:
             values["other_session"] = raw["session"] == "other"
             if values["other_session"] and "flight" in raw:
                 raise self.fail(where, "a replay from another session takes no 'flight'")
-        if kind == "swap-cookie" and "wait" in raw:
+        if kind == "replay" and "wait" in raw and not values.get("other_session"):
+            raise self.fail(f"{where}.wait", "only a replay from another session waits")
+        if kind in ("swap-cookie", "replay") and "wait" in raw:
             wait = raw["wait"]
             if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 30:
                 raise self.fail(f"{where}.wait", f"{wait!r} is not a wait (0 <= s <= 30)")

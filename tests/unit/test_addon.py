@@ -768,7 +768,7 @@ rules:
   - id: steal
     action: fault
     match: {direction: response, flight: 2}
-    fault: {type: replay, session: other}
+    fault: {type: replay, session: other, wait: 0}
 """,
     )
     with chain() as (a, tctx):
@@ -808,3 +808,20 @@ rules:
 def test_attack_faults_are_validated(text, message):
     with pytest.raises(PolicyError, match=re.escape(message)):
         parse_policy(f"rules:\n  - id: a\n    action: fault\n    fault: {text}\n")
+
+
+async def test_a_fault_that_changes_the_length_keeps_content_length_true(tmp_path, flights):
+    """A truncated body under its old Content-Length made the receiver wait (a hang)."""
+    policy = write_policy(
+        tmp_path, "rules:\n  - {id: f, action: fault, fault: {type: truncate, records: 1}}\n"
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        flow = atls_flow(flights["TLS1_3"][0], cookie="c")
+        await a.request(flow)
+        with_response(flow, flights["TLS1_3"][1])
+        flow.response.headers["content-length"] = str(len(flights["TLS1_3"][1]))
+        await a.response(flow)
+        body = flow.response.raw_content
+        assert len(body) < len(flights["TLS1_3"][1])
+        assert flow.response.headers["content-length"] == str(len(body))
