@@ -90,10 +90,16 @@ class ComposeEngine:
         self.run_dir = run_dir.resolve()
         self.say = say
         self.middlebox_mode = middlebox_mode
-        self.image = image
+        # ATLS_IMAGE picks another tag (e.g. a branch's own build beside a shared :latest)
+        self.image = os.environ.get("ATLS_IMAGE", image) if image == DEFAULT_TAG else image
 
     def run(self) -> Observations:
         sc = self.scenario
+        if sc.load_faults or sc.service_args:
+            raise ValueError(
+                f"{sc.name}: faults under load and service options run on the local engine "
+                "only (the compose engine applies its faults before the devices start)"
+            )
         client = docker_client()
         cli = compose_cli()
         try:
