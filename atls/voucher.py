@@ -167,7 +167,9 @@ def verify_voucher(
         )
     except VoucherError:
         raise
-    except CERT_PARSE_ERRORS as exc:  # beyond VoucherError: found by fuzzing
+    except CERT_PARSE_ERRORS as exc:  # lazily parsed certificates (found by fuzzing)
+        raise VoucherError(f"malformed voucher: {type(exc).__name__}: {exc}") from None
+    except (KeyError, IndexError, AttributeError) as exc:  # hostile JSON shapes: refuse
         raise VoucherError(f"malformed voucher: {type(exc).__name__}: {exc}") from None
 
 
@@ -185,9 +187,12 @@ def _verify_voucher(
         not isinstance(signed, dict)
         or not isinstance(signed.get("signatures"), list)
         or len(signed["signatures"]) != 1
+        or not isinstance(signed["signatures"][0], dict)
     ):
         raise VoucherError("not a JWS General JSON Serialization with one signature")
     protected_b64 = signed["signatures"][0].get("protected")
+    if not isinstance(protected_b64, str):
+        raise VoucherError("the JWS signature has no protected header")
     try:
         padded = protected_b64 + "=" * (-len(protected_b64) % 4)
         header = json.loads(base64.urlsafe_b64decode(padded))
