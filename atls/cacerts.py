@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import warnings
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -42,7 +43,13 @@ def decode_cacerts(body: bytes) -> list[x509.Certificate]:
     except (binascii.Error, ValueError):
         raise BundleError("the CA bundle is not base64") from None
     try:
-        certificates = pkcs7.load_der_pkcs7_certificates(der)
+        with warnings.catch_warnings():
+            # cryptography falls back to BER with a warning (one per hostile input);
+            # EST serves DER: anything else is refused
+            warnings.simplefilter("error", UserWarning)
+            certificates = pkcs7.load_der_pkcs7_certificates(der)
+    except UserWarning:
+        raise BundleError("the CA bundle is not DER (a BER encoding is refused)") from None
     except CERT_PARSE_ERRORS as exc:  # beyond ValueError: found by fuzzing
         raise BundleError(f"the CA bundle is not a PKCS#7 certs-only structure: {exc}") from None
     if not certificates:
