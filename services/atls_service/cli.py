@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import os
 import secrets
@@ -116,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=c.max_header_bytes,
         help=f"size of a request head; beyond it: 431 (default {c.max_header_bytes})",
     )
+    p.add_argument(
+        "--http-parser",
+        choices=["h11", "httptools"],
+        default="h11",
+        help="uvicorn's HTTP/1.1 parser (httptools needs the httptools package); the "
+        "limits above hold with both (default h11)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -173,7 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atls-service: {exc}", file=sys.stderr)
         return 2
     import uvicorn
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    base: type[asyncio.Protocol]
+    if args.http_parser == "httptools":
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+            base = HttpToolsProtocol
+        except ImportError:
+            print("atls-service: --http-parser httptools needs httptools", file=sys.stderr)
+            return 2
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
 
     certfile = None if args.plain_http else str(pki.service_cert)
     keyfile = None if args.plain_http else str(pki.service_key)
@@ -187,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         network_tls=not args.plain_http,
         pki=str(args.pki),
+        http_parser=args.http_parser,
     )
     uvicorn.run(
         create_app(settings),
@@ -196,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,
         # the limits live in the protocol subclass and the ASGI middleware, so they
-        # hold with either parser (pass HttpToolsProtocol here to switch)
-        http=guarded_protocol(H11Protocol, settings.connection),
+        # hold with either parser (--http-parser)
+        http=guarded_protocol(base, settings.connection),
         timeout_keep_alive=settings.connection.keep_alive,
         # h11 buffers an incomplete head up to this; the guard answers 431 first
         h11_max_incomplete_event_size=2 * settings.connection.max_header_bytes + 4096,

@@ -25,10 +25,20 @@ TIMEOUTS = ["--header-timeout", "1", "--body-timeout", "1"]
 DEADLINE = 8.0  # far beyond the 1 s timeouts: a hang fails, a slow machine does not
 
 
-@pytest.fixture(scope="module")
-def plain(pki: PKIDirectory, logs: Path) -> Iterator[ServiceProcess]:
-    args = [*TIMEOUTS, "--max-connections", "400"]
-    with ServiceProcess(pki.root, logs / "slow", plain_http=True, extra_args=args) as svc:
+def _parsers() -> list[str]:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return ["h11"]  # httptools is optional: the h11 run is the one that always happens
+    return ["h11", "httptools"]
+
+
+@pytest.fixture(scope="module", params=_parsers())
+def plain(pki: PKIDirectory, logs: Path, request) -> Iterator[ServiceProcess]:
+    """The service with small limits, once per HTTP parser that is installed."""
+    args = [*TIMEOUTS, "--max-connections", "400", "--http-parser", request.param]
+    folder = logs / f"slow-{request.param}"
+    with ServiceProcess(pki.root, folder, plain_http=True, extra_args=args) as svc:
         yield svc
 
 
