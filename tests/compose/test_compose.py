@@ -46,6 +46,10 @@ def docker_ready() -> None:
         ("tamper", "explicit"),
         ("middlebox-restart", "explicit"),
         ("middlebox-unreachable", "explicit"),
+        ("attack-downgrade", "transparent"),
+        ("attack-swap-cookies", "explicit"),
+        ("fault-service-restart", "explicit"),
+        ("fault-network-cut", "explicit"),
     ],
     ids=[
         "bootstrap",
@@ -54,6 +58,10 @@ def docker_ready() -> None:
         "tamper",
         "middlebox-restart",
         "middlebox-unreachable",
+        "attack-downgrade-transparent",
+        "attack-swap-cookies",
+        "fault-service-restart",
+        "fault-network-cut",
     ],
 )
 def test_scenario_under_compose(docker_ready, tmp_path, name, mode):
