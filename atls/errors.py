@@ -103,6 +103,12 @@ class Reason(enum.Enum):
     HTTP_ERROR = "http-error"
     BLOCKED_BY_POLICY = "blocked-by-policy"
     LIMIT_EXCEEDED = "limit-exceeded"
+    MIDDLEBOX_ERROR = "middlebox-error"
+    # the HTTP server itself: slow, oversized or malformed requests, too many connections
+    REQUEST_TIMEOUT = "request-timeout"
+    HEADER_TOO_LARGE = "request-header-too-large"
+    MALFORMED_REQUEST = "malformed-request"
+    TOO_MANY_CONNECTIONS = "too-many-connections"
     # a peer's answer that is no problem document of ours
     UNEXPECTED_RESPONSE = "unexpected-response"
 
@@ -122,6 +128,8 @@ TRANSIENT_REASONS = frozenset(
         Reason.INCOMPLETE_FLIGHT,
         Reason.CLIENT_HANDSHAKE_LIMIT,
         Reason.HANDSHAKE_CAPACITY,
+        Reason.REQUEST_TIMEOUT,
+        Reason.TOO_MANY_CONNECTIONS,
     }
 )
 

@@ -156,6 +156,11 @@ HTTP_STATUS: dict[Reason, int] = {
     Reason.HTTP_ERROR: 400,
     Reason.BLOCKED_BY_POLICY: 403,
     Reason.LIMIT_EXCEEDED: 429,
+    Reason.MIDDLEBOX_ERROR: 502,
+    Reason.REQUEST_TIMEOUT: 408,
+    Reason.HEADER_TOO_LARGE: 431,
+    Reason.MALFORMED_REQUEST: 400,
+    Reason.TOO_MANY_CONNECTIONS: 503,
     Reason.UNEXPECTED_RESPONSE: 502,
 }
 

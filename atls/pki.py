@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -27,6 +28,34 @@ DEFAULT_SERVICE_NAMES: tuple[str, ...] = ("atls-service", "localhost", "127.0.0.
 DEFAULT_DEVICE_SERIALS: tuple[str, ...] = ("device-0001",)
 _VALIDITY = datetime.timedelta(days=3650)
 _BACKDATE = datetime.timedelta(hours=1)
+
+
+# The extended key usage that makes a vendor-issued certificate a voucher signer
+# (a MASA's signing key in BRSKI terms). A UUID-based OID (X.667, arc 2.25): the
+# testbed's own, needing no registration. Devices accept vouchers only from a
+# certificate that carries it, never from a device or service identity.
+VOUCHER_SIGNING_EKU = x509.ObjectIdentifier("2.25.98837935688670589794229610327471572786")
+
+
+# What parsing a hostile certificate (or a field of one: they are parsed lazily)
+# can raise in cryptography; InvalidVersion and DuplicateExtension are no
+# ValueError. Both found by fuzzing (the inputs are in tests/fuzz/corpus).
+CERT_PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def has_usage(cert: x509.Certificate, usage: x509.ObjectIdentifier) -> bool:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return usage in eku
 
 
 def _now() -> datetime.datetime:
@@ -162,9 +191,7 @@ class CertificateAuthority:
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
-        return self._issue(
-            subject, sans=[], usage=ExtendedKeyUsageOID.CODE_SIGNING, not_after=not_after
-        )
+        return self._issue(subject, sans=[], usage=VOUCHER_SIGNING_EKU, not_after=not_after)
 
     def issue_device(self, serial: str, not_after: datetime.datetime | None = None) -> Identity:
         """A device identity (IDevID-like): the serial is the subject serialNumber."""
@@ -266,7 +293,11 @@ def init_pki(
     if not pki.service_cert.exists():
         ca.issue_server(service_names).write(pki.service_cert, pki.service_key)
         pki.created.append("service")
-    if not pki.voucher_signer_cert.exists():
+    if not pki.voucher_signer_cert.exists() or not has_usage(
+        pki.voucher_signer().certificate, VOUCHER_SIGNING_EKU
+    ):
+        # also replaces a signer from before the voucher-signing usage existed:
+        # devices would refuse its vouchers
         ca.issue_signer("ATLS Voucher Signer").write(
             pki.voucher_signer_cert, pki.voucher_signer_key
         )

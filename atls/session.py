@@ -646,6 +646,10 @@ class ATLSSession(TLSSessionBase):
             if self.role is Role.CLIENT:
                 raise SessionStateError("call initiate() before receiving data")
             self._state = SessionState.HANDSHAKING
+        if not data:
+            # nothing to feed (pyOpenSSL raises WantReadError on an empty write);
+            # found by cutting a flight at every record boundary (issue #12)
+            return []
         self._conn.bio_write(data)
         events: list[Event] = []
         if self._info is None:

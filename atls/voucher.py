@@ -11,8 +11,11 @@ verification is exactly what this project avoids; joserfc is a maintained
 JOSE implementation that does both.
 
 The device trusts a voucher only if the signer certificate in ``x5c`` was
-issued by its vendor anchor, is valid now, the signature verifies, and the
-serial number, nonce and expiry are the ones it expects.
+issued by its vendor anchor, is a designated voucher signer (the
+voucher-signing extended key usage, not a CA; or exactly the pinned signer
+certificate when the device pins one), is valid now, the signature verifies,
+and the serial number, nonce and expiry are the ones it expects. A device's or
+the service's own identity, though vendor-issued, can never sign a voucher.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
-from .pki import Identity
+from .pki import CERT_PARSE_ERRORS, VOUCHER_SIGNING_EKU, Identity, has_usage
 
 VOUCHER_TYPE = "voucher-jws+json"
 VOUCHER_MEDIA_TYPE = "application/voucher-jws+json"
@@ -120,6 +123,23 @@ def sign_voucher(voucher: Voucher, signer: Identity) -> dict[str, Any]:
     return dict(jws.serialize_json([member], payload, key, registry=_REGISTRY))
 
 
+def _check_signer_role(signer: x509.Certificate, pin: x509.Certificate | None) -> None:
+    name = signer.subject.rfc4514_string()
+    if pin is not None and signer != pin:
+        raise VoucherError(f"voucher signed by {name}, not the pinned voucher signer")
+    if not has_usage(signer, VOUCHER_SIGNING_EKU):
+        raise VoucherError(
+            f"{name} is not a voucher signer (no voucher-signing extended key usage): "
+            "a device or service identity cannot sign vouchers"
+        )
+    try:
+        is_ca = signer.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if is_ca:
+        raise VoucherError(f"{name} is not a voucher signer (it is a CA)")
+
+
 def verify_voucher(
     signed: Any,
     *,
@@ -127,16 +147,52 @@ def verify_voucher(
     serial_number: str,
     nonce: str,
     now: datetime.datetime | None = None,
+    signer_pin: x509.Certificate | None = None,
 ) -> Voucher:
-    """Check a signed voucher against what this device asked for; return it or raise."""
+    """Check a signed voucher against what this device asked for; return it or raise.
+
+    ``signer_pin``: the one certificate allowed to sign (else any vendor-issued
+    certificate with the voucher-signing usage). Every failure is a
+    ``VoucherError``, including certificates whose fields do not parse (their
+    contents are parsed lazily, so any access may raise).
+    """
+    try:
+        return _verify_voucher(
+            signed,
+            vendor_anchor=vendor_anchor,
+            serial_number=serial_number,
+            nonce=nonce,
+            now=now,
+            signer_pin=signer_pin,
+        )
+    except VoucherError:
+        raise
+    except CERT_PARSE_ERRORS as exc:  # lazily parsed certificates (found by fuzzing)
+        raise VoucherError(f"malformed voucher: {type(exc).__name__}: {exc}") from None
+    except (KeyError, IndexError, AttributeError) as exc:  # hostile JSON shapes: refuse
+        raise VoucherError(f"malformed voucher: {type(exc).__name__}: {exc}") from None
+
+
+def _verify_voucher(
+    signed: Any,
+    *,
+    vendor_anchor: x509.Certificate,
+    serial_number: str,
+    nonce: str,
+    now: datetime.datetime | None = None,
+    signer_pin: x509.Certificate | None = None,
+) -> Voucher:
     now = now or datetime.datetime.now(datetime.UTC)
     if (
         not isinstance(signed, dict)
         or not isinstance(signed.get("signatures"), list)
         or len(signed["signatures"]) != 1
+        or not isinstance(signed["signatures"][0], dict)
     ):
         raise VoucherError("not a JWS General JSON Serialization with one signature")
     protected_b64 = signed["signatures"][0].get("protected")
+    if not isinstance(protected_b64, str):
+        raise VoucherError("the JWS signature has no protected header")
     try:
         padded = protected_b64 + "=" * (-len(protected_b64) % 4)
         header = json.loads(base64.urlsafe_b64decode(padded))
@@ -160,6 +216,7 @@ def verify_voucher(
             f"voucher signed by an unknown key: {signer.subject.rfc4514_string()} was not "
             f"issued by the vendor anchor ({type(exc).__name__})"
         ) from None
+    _check_signer_role(signer, signer_pin)
     if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
         raise VoucherError("the voucher signer certificate is not valid now")
     try:

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from mitmproxy import command, ctx, exceptions, http
 
+from .guard import fail_closed
 from .tracking import atls_meta
 
 logger = logging.getLogger("atls_policy")
@@ -76,9 +77,11 @@ class ATLSAudit:
             self._audit.close()
             self._audit = None
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         self._account(flow, "request")
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         self._account(flow, "response")
 

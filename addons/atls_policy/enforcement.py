@@ -18,6 +18,7 @@ from mitmproxy import command, ctx, exceptions, http
 from atls.errors import Reason, Refusal
 from atls.http_binding import PROBLEM_MEDIA_TYPE, Problem
 
+from .guard import fail_closed
 from .policy import Action, Decision, FlightContext, Policy, PolicyError, PolicyState, load_policy
 from .tracking import atls_meta
 
@@ -49,6 +50,7 @@ def flight_context(flow: http.HTTPFlow, meta: dict[str, Any], direction: str) ->
         client_cert_serials=tuple(cert.get("serials") or ()),
         body_bytes=len(message.raw_content or b""),
         session_bytes=meta.get(direction, {}).get("session_bytes", 0),
+        records=meta.get(direction, {}).get("records", "valid"),
     )
 
 
@@ -102,7 +104,10 @@ class ATLSEnforcer:
     async def _watch_policy(self) -> None:
         while True:
             await asyncio.sleep(max(0.1, ctx.options.atls_reload_interval))
-            self.check_policy_file()
+            try:
+                self.check_policy_file()
+            except Exception:  # the watcher must outlive anything: a dead one fails open
+                logger.exception("ATLS policy watcher: unexpected error; still watching")
 
     def done(self) -> None:
         if self._reload_task:
@@ -127,10 +132,11 @@ class ATLSEnforcer:
             return False
         try:
             self._install(load_policy(path), path)
-        except PolicyError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old policy
             self._policy_mtime = mtime
             self.reload_errors += 1
-            logger.error("ATLS policy reload failed, keeping the current policy: %s", exc)
+            problem = exc if isinstance(exc, PolicyError) else f"{type(exc).__name__}: {exc}"
+            logger.error("ATLS policy reload failed, keeping the current policy: %s", problem)
             return False
         return True
 
@@ -140,9 +146,11 @@ class ATLSEnforcer:
         self._policy_mtime = None
         self.check_policy_file()
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         self._enforce(flow, "request")
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         self._enforce(flow, "response")
 

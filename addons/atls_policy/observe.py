@@ -173,6 +173,14 @@ class FlightSummary:
     notes: list[str] = field(default_factory=list)
     dtls: list[tuple[int, int]] = field(default_factory=list)  # (epoch, sequence) per record
     cookie_length: int | None = None  # DTLS: of the ClientHello or HelloVerifyRequest
+    not_records: bool = False  # the body is not a sequence of TLS records (or is empty)
+
+    @property
+    def record_state(self) -> str:
+        """``valid``, ``invalid`` (not TLS records) or ``protected`` (aes128gcm)."""
+        if self.protected is not None:
+            return "protected"
+        return "invalid" if self.not_records or not self.records else "valid"
 
     @property
     def offered_versions(self) -> set[str]:
@@ -358,6 +366,7 @@ def _summarize_into(summary: FlightSummary, body: bytes, content_encoding: str |
             elif record.content_type is ContentType.APPLICATION_DATA:
                 plaintext = False
     except RecordError as exc:
+        summary.not_records = True
         summary.notes.append(f"not TLS records: {exc}")
     messages = _dtls_messages(dtls_fragments) if summary.dtls else _tls_messages(handshake_bytes)
     for msg_type, msg in messages:

@@ -70,7 +70,22 @@ VARIANTS = ("current", "draft-00", "unlabelled")
 VARIANT_ALIASES = {"labelled": "current", "legacy": "draft-00"}  # names before 0.2
 DIRECTIONS = ("request", "response")
 TRANSPORTS = ("http", "coap")  # which middlebox saw the flight: HTTP, or CoAP datagrams
-FAULT_TYPES = ("bitflip", "truncate", "drop", "delay", "duplicate", "replay", "content-type")
+# What a flight's body is: TLS records, not TLS records at all, or a protected
+# (aes128gcm) export-mode message, which is opaque by design.
+RECORD_STATES = ("valid", "invalid", "protected")
+FAULT_TYPES = (
+    "bitflip",
+    "truncate",
+    "drop",
+    "delay",
+    "duplicate",
+    "replay",
+    "content-type",
+    # attacks a middlebox can mount on opaque ATLS bytes (issue #12)
+    "strip-versions",  # remove supported_versions from a ClientHello (downgrade)
+    "reorder",  # the flight's records in reverse order
+    "swap-cookie",  # send the request under another session's cookie
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,7 @@ class FlightContext:
     body_bytes: int = 0
     session_bytes: int = 0  # the session's bytes before this flight
     transport: str = "http"
+    records: str = "valid"  # one of RECORD_STATES
 
 
 @dataclass(frozen=True)
@@ -130,8 +146,11 @@ class Match:
         )
 
     transports: tuple[str, ...] = ()
+    records: tuple[str, ...] = ()
 
     def matches(self, ctx: FlightContext) -> bool:
+        if self.records and ctx.records not in self.records:
+            return False
         if self.clients:
             try:
                 address = ipaddress.ip_address(ctx.client)
@@ -210,6 +229,9 @@ class Fault:
     replay_flight: int | None = None
     content_type: str | None = None
     max_times: int | None = None
+    keep_records: int | None = None  # truncate at a record boundary
+    other_session: bool = False  # replay: a flight of another session
+    wait: float = 5.0  # swap-cookie, replay from another session: wait for one to appear
 
 
 @dataclass(frozen=True)
@@ -362,17 +384,53 @@ class PolicyState:
 # Loading and validation
 
 
+MAX_POLICY_BYTES = 1 << 20
+MAX_POLICY_DEPTH = 32
+
+
 def load_policy(path: Path | str) -> Policy:
+    """Read and parse a policy file; every failure is a ``PolicyError`` naming the place."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{path}: policy file larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(
+            f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
     return parse_policy(text, str(path))
+
+
+def _depth_checked(node: yaml.Node, source: str) -> None:
+    """Refuse nesting deeper than any policy needs (the parser would recurse on it)."""
+    stack: list[tuple[yaml.Node, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_POLICY_DEPTH:
+            mark = current.start_mark
+            raise PolicyError(
+                f"{source}: line {mark.line + 1} column {mark.column + 1}: nested deeper "
+                f"than {MAX_POLICY_DEPTH} levels"
+            )
+        if isinstance(current, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                stack.extend(((key, depth + 1), (value, depth + 1)))
 
 
 def parse_policy(text: str, source: str = "<string>") -> Policy:
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _depth_checked(node, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -380,6 +438,8 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
         raise PolicyError(
             f"{source}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}"
         ) from None
+    except RecursionError:
+        raise PolicyError(f"{source}: nested too deeply to parse") from None
     return _Parser(source).policy(data)
 
 
@@ -492,6 +552,7 @@ class _Parser:
                 "client_cert_subject",
                 "client_cert_serial",
                 "transport",
+                "records",
             },
         )
 
@@ -574,6 +635,12 @@ class _Parser:
                 self._choice(TRANSPORTS),
                 "is not 'http' or 'coap'",
             ),
+            records=self._list(
+                f"{where}.records",
+                raw.get("records"),
+                self._choice(RECORD_STATES),
+                f"is not one of {', '.join(RECORD_STATES)}",
+            ),
         )
 
     def limits(self, where: str, raw: Any) -> Limits:
@@ -609,21 +676,24 @@ class _Parser:
             raise self.fail(f"{where}.type", f"{kind!r} is not one of {', '.join(FAULT_TYPES)}")
         allowed = {
             "bitflip": {"offset", "seed", "bit"},
-            "truncate": {"keep"},
+            "truncate": {"keep", "records"},
             "drop": set(),
             "delay": {"seconds"},
             "duplicate": set(),
-            "replay": {"flight"},
+            "replay": {"flight", "session", "wait"},
             "content-type": {"set", "strip"},
+            "strip-versions": set(),
+            "reorder": set(),
+            "swap-cookie": {"wait"},
         }[kind] | {"type", "max_times"}
         self._keys(where, raw, allowed)
         values: dict[str, Any] = {"type": kind}
-        for key in ("offset", "seed", "keep", "max_times", "bit"):
+        for key in ("offset", "seed", "keep", "max_times", "bit", "records"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise self.fail(f"{where}.{key}", f"{value!r} is not a whole number")
-                values[key] = value
+                values["keep_records" if key == "records" else key] = value
         if "bit" in values and not 0 <= values["bit"] <= 7:
             raise self.fail(f"{where}.bit", "a bit is 0 to 7")
         if "max_times" in values and values["max_times"] < 1:
@@ -639,6 +709,21 @@ class _Parser:
             ):
                 raise self.fail(f"{where}.seconds", f"{seconds!r} is not a delay (0 < s <= 300)")
             values["seconds"] = float(seconds)
+        if "keep" in values and "keep_records" in values:
+            raise self.fail(where, "truncate either to 'keep' bytes or to 'records', not both")
+        if kind == "replay" and "session" in raw:
+            if raw["session"] not in ("same", "other"):
+                raise self.fail(f"{where}.session", f"{raw['session']!r} is not 'same' or 'other'")
+            values["other_session"] = raw["session"] == "other"
+            if values["other_session"] and "flight" in raw:
+                raise self.fail(where, "a replay from another session takes no 'flight'")
+        if kind == "replay" and "wait" in raw and not values.get("other_session"):
+            raise self.fail(f"{where}.wait", "only a replay from another session waits")
+        if kind in ("swap-cookie", "replay") and "wait" in raw:
+            wait = raw["wait"]
+            if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 30:
+                raise self.fail(f"{where}.wait", f"{wait!r} is not a wait (0 <= s <= 30)")
+            values["wait"] = float(wait)
         if kind == "replay" and "flight" in raw:
             values["replay_flight"] = self._positive(raw["flight"])
             if values["replay_flight"] is None:

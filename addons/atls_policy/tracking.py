@@ -23,6 +23,7 @@ from mitmproxy import ctx, http
 from atls.store import session_public_id
 
 from .detect import classify_request, classify_response
+from .guard import fail_closed
 from .observe import FlightSummary, summarize
 
 _MAX_SESSIONS = 10000
@@ -88,6 +89,7 @@ class ATLSTracker:
             self.sessions.move_to_end(key)
         return state
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:  # answered by someone else already
             return
@@ -118,6 +120,7 @@ class ATLSTracker:
         }
         state.byte_count += len(body)
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         if resp is None:
@@ -156,4 +159,5 @@ def _flight(summary: FlightSummary, session_bytes: int) -> dict[str, Any]:
         "summary": summary.to_dict(),
         "line": summary.one_line(),
         "session_bytes": session_bytes,
+        "records": summary.record_state,
     }

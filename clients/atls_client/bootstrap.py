@@ -34,7 +34,7 @@ from atls.pki import Identity, device_serial
 from atls.session import ATLSError, Role, TLSConfig, TLSVersion
 from atls.voucher import VoucherError, verify_voucher
 
-from .client import ATLSClient, CarrierError, CarrierSettings
+from .client import ATLSClient, CarrierError, CarrierSettings, ResponseTooLargeError
 from .probe import ProbeResult, probe
 from .truststore import TrustStore, TrustStoreError
 
@@ -88,6 +88,9 @@ class BootstrapConfig:
     tls_options: dict[str, Any] = field(default_factory=dict)
     dtls: bool = False  # the ATLS session is DTLS 1.2 (records in the HTTP bodies)
     mtu: int = DEFAULT_MTU
+    # The one certificate allowed to sign vouchers; default: any vendor-issued
+    # certificate with the voucher-signing usage.
+    voucher_signer_pem: bytes | None = None
 
 
 @dataclass
@@ -129,6 +132,11 @@ class Bootstrap:
         self.serial = serial
         self.store = TrustStore(config.store)
         self.vendor_anchor = x509.load_pem_x509_certificate(config.vendor_anchor_pem)
+        self.signer_pin = (
+            x509.load_pem_x509_certificate(config.voucher_signer_pem)
+            if config.voucher_signer_pem
+            else None
+        )
         self.report = BootstrapReport(device=serial, service=config.service_url)
 
     def _run_step(self, name: str, action: Callable[[], tuple[bool, str]]) -> bool:
@@ -204,6 +212,7 @@ class Bootstrap:
                         vendor_anchor=self.vendor_anchor,
                         serial_number=self.serial,
                         nonce=nonce,
+                        signer_pin=self.signer_pin,
                     )
                 except VoucherError as exc:
                     raise _Stop(EXIT_VOUCHER, f"voucher rejected: {exc}") from None
@@ -226,6 +235,8 @@ class Bootstrap:
 
             self._run_step("cacerts", cacerts)
 
+        previous = self.store.load()
+
         def install() -> tuple[bool, str]:
             try:
                 installed = self.store.install(
@@ -241,7 +252,17 @@ class Bootstrap:
         def network_tls() -> tuple[bool, str]:
             second = self._probe()
             if not second.ok:
-                raise _Stop(EXIT_NETWORK_TLS, f"network TLS still fails: {second.detail}")
+                # the new anchors do not do what they were installed for: take them back
+                try:
+                    back_to = self.store.rollback(previous)
+                except (TrustStoreError, OSError) as exc:
+                    back_to = f"nothing (rollback failed: {exc})"
+                else:
+                    self.report.installed = False
+                raise _Stop(
+                    EXIT_NETWORK_TLS,
+                    f"network TLS still fails: {second.detail}; rolled back to {back_to}",
+                )
             return True, f"validates with the installed anchors ({second.detail})"
 
         self._run_step("network_tls", network_tls)
@@ -309,6 +330,8 @@ class Bootstrap:
     ) -> bytes:
         try:
             response = client.http.request(method, path, json=json_body)
+        except ResponseTooLargeError as exc:
+            raise _Stop(_REFUSAL_EXIT.get(path, EXIT_REFUSED), str(exc)) from None
         except CarrierError as exc:
             raise _Stop(EXIT_CARRIER, str(exc)) from None
         except ServiceRefusedError as exc:

@@ -54,6 +54,36 @@ class CarrierError(ATLSError):
     """The network connection carrying ATLS failed (connect, proxy, network TLS, timeout)."""
 
 
+class ResponseTooLargeError(ATLSError):
+    """An answer over the device's size cap: refused unread (not retried)."""
+
+
+# What the device reads of one answer at most: the service's flights are 64 KiB
+# by default, a CA bundle a few KiB; a peer sending more attacks memory.
+DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
+
+
+def too_large(url: str, size: int, limit: int) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"the answer from {url} has at least {size} bytes; this device reads at most {limit}"
+    )
+
+
+def _declared_over(response: httpx.Response, url: str, limit: int) -> None:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(url, int(declared), limit)
+
+
+@dataclass(frozen=True)
+class CarrierAnswer:
+    """An outer HTTP answer as read (raw bytes: no content decoding, so no gzip bomb)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
 # Alerts that a flight damaged in transit produces (not verdicts on identity).
 INTEGRITY_ALERTS = frozenset(
     {
@@ -88,6 +118,7 @@ class CarrierSettings:
     proxy: str | None = None
     network_tls_verify: bool | str | Path = True  # True: system CAs; path: CA bundle
     timeout: float = 10.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def transport_kwargs(self) -> dict[str, Any]:
         """Settings of the carrier's httpx transport.
@@ -127,7 +158,7 @@ def _carrier_error(exc: httpx.HTTPError, url: str, settings: CarrierSettings) ->
     return CarrierError(f"cannot reach {url}{via}: {type(exc).__name__}: {text}")
 
 
-def _headers(response: httpx.Response) -> dict[str, str]:
+def _headers(response: httpx.Response | CarrierAnswer) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items()}
 
 
@@ -243,12 +274,21 @@ class ATLSClient(_ClientBase):
             response = self._post(message)
             binding.closed(token, response.status_code, _headers(response), response.content)
 
-    def _post(self, message: OutgoingMessage) -> httpx.Response:
+    def _post(self, message: OutgoingMessage) -> CarrierAnswer:
         url = self.base_url + message.path
+        limit = self.carrier.max_response_bytes
         try:
             response = self._carrier.handle_request(self.carrier.request(url, message))
-            response.read()
-            return response
+            try:
+                _declared_over(response, url, limit)
+                body = bytearray()
+                for chunk in response.iter_raw():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large(url, len(body), limit)
+            finally:
+                response.close()
+            return CarrierAnswer(response.status_code, response.headers, bytes(body))
         except httpx.HTTPError as exc:
             raise _carrier_error(exc, url, self.carrier) from None
 
@@ -338,12 +378,21 @@ class AsyncATLSClient(_ClientBase):
             response = await self._post(message)
             binding.closed(token, response.status_code, _headers(response), response.content)
 
-    async def _post(self, message: OutgoingMessage) -> httpx.Response:
+    async def _post(self, message: OutgoingMessage) -> CarrierAnswer:
         url = self.base_url + message.path
+        limit = self.carrier.max_response_bytes
         try:
             response = await self._carrier.handle_async_request(self.carrier.request(url, message))
-            await response.aread()
-            return response
+            try:
+                _declared_over(response, url, limit)
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large(url, len(body), limit)
+            finally:
+                await response.aclose()
+            return CarrierAnswer(response.status_code, response.headers, bytes(body))
         except httpx.HTTPError as exc:
             raise _carrier_error(exc, url, self.carrier) from None
 

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--claim-dir", type=Path, help="shared directory for --device auto")
     b.add_argument("--store", type=Path, required=True, help="the device's trust store directory")
+    b.add_argument(
+        "--voucher-signer",
+        type=Path,
+        help="pin the voucher signer: only this certificate (PEM) may sign vouchers "
+        "(default: any vendor-issued certificate with the voucher-signing usage)",
+    )
     b.add_argument("--proxy", help="HTTP proxy (the middlebox, explicit mode)")
     b.add_argument("--server-name", help="name the ATLS service must prove (default: URL host)")
     b.add_argument("--draft00", action="store_true", help="use draft-00's /atls form")
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_options=profile_settings(args),
             dtls=args.dtls,
             mtu=args.mtu,
+            voucher_signer_pem=args.voucher_signer.read_bytes() if args.voucher_signer else None,
         )
         bootstrap = Bootstrap(config, None if args.json else (lambda line: print(line, flush=True)))
     except (PKIError, OSError, ValueError) as exc:

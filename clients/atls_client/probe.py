@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
+from atls.pki import CERT_PARSE_ERRORS
+
 CONNECT_LIMIT = 65536
+MAX_PROBE_BYTES = 1 << 20
 
 
 @dataclass
@@ -36,14 +39,40 @@ def _context(anchors_pem: bytes) -> ssl.SSLContext:
 
 
 def probe(
-    url: str, anchors_pem: bytes, *, proxy: str | None = None, timeout: float = 10.0
+    url: str,
+    anchors_pem: bytes,
+    *,
+    proxy: str | None = None,
+    timeout: float = 10.0,
+    max_bytes: int = MAX_PROBE_BYTES,
 ) -> ProbeResult:
-    """GET ``url`` over network TLS validated against ``anchors_pem`` only."""
+    """GET ``url`` over network TLS validated against ``anchors_pem`` only.
+
+    At most ``max_bytes`` of the answer are read; a larger one fails the probe.
+    """
     try:
-        with httpx.Client(
-            verify=_context(anchors_pem), proxy=proxy, timeout=timeout, trust_env=False
-        ) as client:
-            response = client.get(url)
+        with (
+            httpx.Client(
+                verify=_context(anchors_pem), proxy=proxy, timeout=timeout, trust_env=False
+            ) as client,
+            client.stream("GET", url) as response,
+        ):
+            declared = response.headers.get("content-length", "")
+            body = b""
+            too_large = declared.isdigit() and int(declared) > max_bytes
+            if not too_large:
+                for chunk in response.iter_raw():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        too_large, body = True, body[:max_bytes]
+                        break
+            if too_large:
+                return ProbeResult(
+                    False,
+                    f"HTTP {response.status_code} with an answer larger than {max_bytes} bytes",
+                    response.status_code,
+                    body,
+                )
     except httpx.HTTPError as exc:
         text = str(exc) or type(exc).__name__
         if "CERTIFICATE_VERIFY_FAILED" in text:
@@ -60,7 +89,7 @@ def probe(
         response.status_code < 400,
         f"HTTP {response.status_code}",
         response.status_code,
-        response.content,
+        body,
     )
 
 
@@ -98,6 +127,11 @@ def presented_chain(
             else:
                 leaf = tls.getpeercert(binary_form=True)
                 ders = [leaf] if leaf else []
-        return [x509.load_der_x509_certificate(d) for d in ders]
-    except (OSError, ValueError):
+        chain = [x509.load_der_x509_certificate(d) for d in ders]
+        for cert in chain:  # fields parse lazily: touch the names the report uses
+            cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        return chain
+    except OSError:
+        return []
+    except CERT_PARSE_ERRORS:  # a hostile network may present anything
         return []

@@ -168,6 +168,23 @@ class TrustStore:
         assert installed is not None
         return installed
 
+    def rollback(self, previous: Installed | None) -> str:
+        """Make ``previous`` current again (None: only the factory anchors); say which.
+
+        Atomic as an install: a new link replaces ``current`` in one rename.
+        """
+        if previous is None:
+            self.current_link.unlink(missing_ok=True)
+            _fsync_dir(self.root)
+            return "the factory anchors"
+        if not (self.root / previous.generation).is_dir():
+            raise TrustStoreError(f"cannot roll back: {previous.generation} is gone")
+        link_tmp = self.root / f".current-{secrets.token_hex(4)}"
+        os.symlink(previous.generation, link_tmp)
+        os.replace(link_tmp, self.current_link)
+        _fsync_dir(self.root)
+        return previous.generation
+
     def _clean(self, keep: str) -> None:
         for leftover in self.root.glob(".staging-*"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from .images import DEFAULT_TAG, repo_root
 from .local_engine import Observations, search_canary
-from .scenario import Scenario
+from .scenario import LoadFault, Scenario
 
 MIDDLEBOX_MODES = ("explicit", "transparent")
 _LABEL = "com.docker.compose.project"
@@ -140,6 +141,16 @@ class ComposeEngine:
         cli = compose_cli()
         require_image(client, self.image)
         files = compose_files(sc, self.middlebox_mode)
+        if sc.service_args:  # the scenario's service options, as a generated override file
+            override = self.run_dir / "service-override.yml"
+            override.parent.mkdir(parents=True, exist_ok=True)
+            command = ["atls-service", "--pki", "/pki", "--host", "0.0.0.0", "--port", "8443"]
+            override.write_text(
+                json.dumps(
+                    {"services": {"atls-service": {"command": [*command, *sc.service_args]}}}
+                )
+            )
+            files.append(override)
         project = f"atls{sc.name.replace('-', '')}{secrets.token_hex(3)}"
         base = [*cli, "-p", project] + [a for f in files for a in ("-f", str(f))]
         env = {
@@ -184,8 +195,27 @@ class ComposeEngine:
                 env,
                 "up",
             )
+            timers = [
+                threading.Thread(
+                    target=self._load_fault, args=(client, project, fault), daemon=True
+                )
+                for fault in sc.load_faults
+            ]
+            obs.rss_baseline_kb = self._service_rss_kb(client, project)
+            for timer in timers:
+                timer.start()
             exits = self._wait_devices(client, project)
+            for timer in timers:
+                timer.join(120)
             obs.devices = self._device_reports(exits)
+            if sc.expect.get("store_baseline") or "memory_growth_mb" in sc.expect:
+                obs.store_after = self._await_baseline(client, project)
+                obs.rss_after_kb = self._service_rss_kb(client, project)
+                self.say(
+                    f"[compose] after the TTLs: store {obs.store_after}, service memory "
+                    f"{(obs.rss_baseline_kb or 0) // 1024} MB before, "
+                    f"{(obs.rss_after_kb or 0) // 1024} MB after"
+                )
             obs.events, obs.health = self._events(client, project)
         finally:
             self._save_containers(client, project)
@@ -247,6 +277,98 @@ class ComposeEngine:
         else:
             raise ValueError(f"unknown fault {fault!r}")
 
+    # -- faults under load (Docker SDK) -----------------------------------------------
+
+    def _store(self, client: Any, project: str) -> dict[str, Any] | None:
+        try:
+            _, health = self._events(client, project, quiet=True)
+        except Exception:  # noqa: BLE001 - a restarting service: no answer yet
+            return None
+        store = (health or {}).get("store")
+        return store if isinstance(store, dict) else None
+
+    def _load_fault(self, client: Any, project: str, fault: LoadFault) -> None:
+        """restart-service / cut-service, ``after`` seconds from the first handshake seen."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            store = self._store(client, project) or {}
+            if store.get("handshakes") or store.get("sessions"):
+                break
+            time.sleep(0.2)
+        time.sleep(fault.after)
+        service = self._containers(client, project, "atls-service")[0]
+        if fault.type == "restart-service":
+            service.stop(timeout=5)
+            self.say(f"[compose] fault: service stopped {fault.after:g}s after a handshake began")
+            time.sleep(fault.duration)
+            service.start()
+            self._await_healthy(service)
+            operator = self._containers(client, project, "operator")
+            if operator:  # re-registers the domain and claims (the registry was in memory)
+                operator[0].restart(timeout=5)
+                self._await_healthy(operator[0])
+            self.say(f"[compose] fault: service back after {fault.duration:g}s, re-registered")
+        elif fault.type == "cut-service":
+            wan = next(
+                n
+                for n in client.networks.list(filters={"label": f"{_LABEL}={project}"})
+                if n.name.endswith("_wan")
+            )
+            service.reload()
+            settings = service.attrs["NetworkSettings"]["Networks"][wan.name]
+            address = settings.get("IPAMConfig", {}).get("IPv4Address") or settings["IPAddress"]
+            wan.disconnect(service, force=True)
+            self.say(f"[compose] fault: service disconnected from {wan.name}")
+            time.sleep(fault.duration)
+            wan.connect(service, ipv4_address=address, aliases=["atls-service"])
+            self.say(f"[compose] fault: service reconnected after {fault.duration:g}s")
+
+    def _await_healthy(self, container: Any, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{container.name} did not become healthy")
+
+    def _await_baseline(self, client: Any, project: str) -> dict[str, Any] | None:
+        args = list(self.scenario.service_args)
+        ttl = (
+            sum(
+                float(args[i + 1])
+                for i, a in enumerate(args)
+                if a in ("--handshake-ttl", "--idle-ttl")
+            )
+            or 330.0
+        )
+        deadline = time.monotonic() + min(ttl, 120.0) + 20.0
+        store = None
+        while time.monotonic() < deadline:
+            store = self._store(client, project)
+            if store and store.get("handshakes") == 0 and store.get("sessions") == 0:
+                break
+            time.sleep(1.0)
+        return store
+
+    def _service_rss_kb(self, client: Any, project: str) -> int | None:
+        service = self._containers(client, project, "atls-service")
+        if not service:
+            return None
+        probe = (
+            "import glob\n"
+            "for p in glob.glob('/proc/[0-9]*'):\n"
+            "    try:\n"
+            "        cmd = open(p + '/cmdline', 'rb').read()\n"
+            "        if b'atls-service' in cmd and b'python3\\x00-c' not in cmd:\n"
+            "            print(open(p + '/status').read().split('VmRSS:')[1].split()[0])\n"
+            "    except OSError:\n"
+            "        pass\n"
+        )
+        result = service[0].exec_run(["python3", "-c", probe])
+        values = [int(x) for x in result.output.decode().split() if x.isdigit()]
+        return max(values) if result.exit_code == 0 and values else None
+
     def _containers(self, client: Any, project: str, service: str | None = None) -> list[Any]:
         labels = [f"{_LABEL}={project}"]
         if service:
@@ -299,7 +421,9 @@ class ComposeEngine:
             self.say(f"[compose] note: container exit codes {codes} differ from the reports")
         return sorted(reports, key=lambda r: str(r.get("device")))
 
-    def _events(self, client: Any, project: str) -> tuple[list[dict[str, Any]], dict | None]:
+    def _events(
+        self, client: Any, project: str, quiet: bool = False
+    ) -> tuple[list[dict[str, Any]], dict | None]:
         service = self._containers(client, project, "atls-service")
         if not service:
             return [], None
@@ -315,7 +439,8 @@ class ComposeEngine:
             ]
         )
         if result.exit_code != 0:
-            self.say(f"[compose] could not read service events: {result.output[-300:]!r}")
+            if not quiet:
+                self.say(f"[compose] could not read service events: {result.output[-300:]!r}")
             return [], None
         data = json.loads(result.output.decode().strip().splitlines()[-1])
         return data["events"], data["health"]

@@ -136,6 +136,40 @@ def check(scenario: Scenario, obs: Observations) -> list[Check]:
                     f"CoAP audit {field_name} {wanted}", wanted in seen, "present", _summary(seen)
                 )
             )
+    if "exit_codes" in expect:
+        allowed = set(expect["exit_codes"])
+        codes = [d.get("exit_code") for d in devices]
+        checks.append(
+            Check(
+                "device exit codes documented",
+                len(codes) == scenario.devices.count and all(c in allowed for c in codes),
+                f"each of {sorted(allowed)}",
+                _summary(codes) or "no devices reported",
+            )
+        )
+    if expect.get("store_baseline"):
+        store = obs.store_after or {}
+        empty = store.get("handshakes") == 0 and store.get("sessions") == 0
+        checks.append(
+            Check(
+                "session store back to empty after the TTLs",
+                empty,
+                "0 handshakes, 0 sessions",
+                f"{store.get('handshakes')} handshakes, {store.get('sessions')} sessions",
+            )
+        )
+    if "memory_growth_mb" in expect:
+        limit = float(expect["memory_growth_mb"])
+        before, after = obs.rss_baseline_kb, obs.rss_after_kb
+        grown = (after - before) / 1024 if before is not None and after is not None else None
+        checks.append(
+            Check(
+                "service memory back near its baseline",
+                grown is not None and grown <= limit,
+                f"<= {limit:g} MB over {before and before // 1024} MB",
+                "unmeasured" if grown is None else f"{grown:+.1f} MB",
+            )
+        )
     if expect.get("service_healthy"):
         status = obs.health.get("status") if obs.health else "unreachable"
         checks.append(Check("service healthy", status == "ok", "ok", str(status)))

@@ -11,14 +11,18 @@ from __future__ import annotations
 import fnmatch
 import json
 import secrets
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from atls.pki import DEFAULT_SERVICE_NAMES, init_pki
 
@@ -29,7 +33,8 @@ from .processes import (
     ServiceProcess,
     UdpMitmdumpProcess,
 )
-from .scenario import Scenario
+from .relay import Relay
+from .scenario import LoadFault, Scenario
 
 # The service's name in the test PKI and under compose: devices ask for it in both engines.
 SERVICE_NAME = DEFAULT_SERVICE_NAMES[0]
@@ -50,6 +55,10 @@ class Observations:
     canary_hits: list[str] = field(default_factory=list)
     canary_searched: list[str] = field(default_factory=list)
     coap_audit: list[dict[str, Any]] = field(default_factory=list)
+    # after the devices and the service's TTLs: its store, and its memory (KiB)
+    store_after: dict[str, Any] | None = None
+    rss_baseline_kb: int | None = None
+    rss_after_kb: int | None = None
 
 
 class LocalEngine:
@@ -69,7 +78,9 @@ class LocalEngine:
         logs = self.run_dir / "logs"
         obs = Observations()
         self.say(f"[runner] test PKI with {len(serials)} devices in {pki.root}")
-        service = ServiceProcess(pki.root, logs)
+        service = ServiceProcess(pki.root, logs, extra_args=list(sc.service_args))
+        relay: Relay | None = None
+        timers: list[threading.Thread] = []
         mitm: MitmdumpProcess | None = None
         front: MitmdumpProcess | None = None
         gateway: GatewayProcess | None = None
@@ -113,6 +124,28 @@ class LocalEngine:
                 )
             for fault in sc.faults:
                 mitm = self._apply_fault(fault, mitm)
+            url = service.url
+            if any(f.type == "cut-service" for f in sc.load_faults):
+                relay = Relay(service.host, service.port).start()
+                url = f"https://{service.host}:{relay.port}"
+                self.say(f"[runner] network to the service through a relay at {url}")
+            obs.rss_baseline_kb = _rss_kb(service)
+
+            def operator() -> None:
+                if sc.topology.register_domain:
+                    ca = mitm.ca_cert if mitm else pki.vendor_ca_cert
+                    operator_setup(
+                        service.url, ca, token, serials, verify, sc.topology.claim_devices
+                    )
+
+            for load_fault in sc.load_faults:
+                timer = threading.Thread(
+                    target=self._load_fault,
+                    args=(load_fault, service, relay, operator),
+                    daemon=True,
+                )
+                timer.start()
+                timers.append(timer)
             if sc.topology.gateway:
                 gateway = GatewayProcess(
                     service.url,
@@ -137,9 +170,21 @@ class LocalEngine:
                 obs.canary = "CANARY-" + secrets.token_hex(8)
                 obs.devices = self._run_coap_devices(serials, device_uri, pki.root, obs.canary)
             else:
-                obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
+                obs.devices = self._run_devices(serials, url, pki.root, proxy)
+            for timer in timers:
+                timer.join(120)
+            if sc.expect.get("store_baseline") or "memory_growth_mb" in sc.expect:
+                obs.store_after = self._await_baseline(service, token, verify)
+                obs.rss_after_kb = _rss_kb(service)
+                self.say(
+                    f"[runner] after the TTLs: store {obs.store_after}, service memory "
+                    f"{(obs.rss_baseline_kb or 0) // 1024} MB before the devices, "
+                    f"{(obs.rss_after_kb or 0) // 1024} MB after"
+                )
             obs.events, obs.health = fetch_events(service.url, token, verify)
         finally:
+            if relay:
+                relay.stop()
             for proc in (udp_mitm, gateway, front, mitm):
                 if proc:
                     proc.stop()
@@ -188,6 +233,73 @@ class LocalEngine:
             ]
 
         return self._run_device_commands(serials, argv)
+
+    def _load_fault(
+        self,
+        fault: LoadFault,
+        service: ServiceProcess,
+        relay: Relay | None,
+        operator: Callable[[], None],
+    ) -> None:
+        """A fault while the devices run (see scenario.LOAD_FAULTS).
+
+        ``after`` counts from the service's first handshake in progress (polled,
+        bounded), so the fault lands mid-handshake however slowly devices start.
+        """
+        self._await_first_handshake(service)
+        time.sleep(fault.after)
+        if fault.type == "restart-service":
+            service.stop()
+            self.say(f"[runner] fault: service stopped {fault.after:g}s into the run")
+            time.sleep(fault.duration)
+            service.start()  # same port; its sessions and registry are gone
+            operator()  # the operator's registrations, as a persistent config would restore
+            self.say(f"[runner] fault: service back after {fault.duration:g}s, re-registered")
+        elif fault.type == "cut-service" and relay is not None:
+            relay.cut()
+            self.say(f"[runner] fault: network to the service cut {fault.after:g}s into the run")
+            time.sleep(fault.duration)
+            relay.restore()
+            self.say(f"[runner] fault: network restored after {fault.duration:g}s")
+
+    def _await_first_handshake(self, service: ServiceProcess, timeout: float = 60.0) -> None:
+        context = ssl.create_default_context(cafile=str(service.pki / "vendor-ca.pem"))
+        deadline = time.monotonic() + timeout
+        with httpx.Client(verify=context, timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                try:
+                    store = http.get(service.url + "/healthz").json().get("store", {})
+                except (httpx.HTTPError, ValueError):
+                    store = {}
+                if store.get("handshakes") or store.get("sessions"):
+                    return
+                time.sleep(0.05)
+
+    def _await_baseline(
+        self, service: ServiceProcess, token: str, verify: Path
+    ) -> dict[str, Any] | None:
+        """Poll the service's store until it is empty again (bounded by its TTLs)."""
+        args = list(self.scenario.service_args)
+        ttl = (
+            sum(
+                float(args[i + 1])
+                for i, a in enumerate(args)
+                if a in ("--handshake-ttl", "--idle-ttl")
+            )
+            or 330.0
+        )
+        deadline = time.monotonic() + min(ttl, 120.0) + 15.0
+        store: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            try:
+                _, health = fetch_events(service.url, token, verify)
+            except Exception:  # noqa: BLE001 - not up (yet): try again until the deadline
+                health = None
+            store = (health or {}).get("store")
+            if store and store.get("handshakes") == 0 and store.get("sessions") == 0:
+                break
+            time.sleep(1.0)
+        return store
 
     def _apply_fault(self, fault: str, mitm: MitmdumpProcess | None) -> MitmdumpProcess | None:
         """Break the middlebox before the devices start (see scenario.FAULTS)."""
@@ -318,3 +430,15 @@ def search_canary(
         except OSError:
             continue
     return hits, searched
+
+
+def _rss_kb(service: ServiceProcess) -> int | None:
+    proc = service.process.proc if service.process else None
+    if proc is None:
+        return None
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((x for x in status.splitlines() if x.startswith("VmRSS")), None)
+    return int(line.split()[1]) if line else None

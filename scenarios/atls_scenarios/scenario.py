@@ -40,6 +40,9 @@ from atls_policy.policy import VARIANTS, PolicyError, parse_policy
 STEP_STATES = ("ok", "failed", "skipped")
 # Applied after the operator step, before any device starts (both engines).
 FAULTS = ("restart-middlebox", "middlebox-unreachable")
+# Applied while the devices run (local engine): ``{type, after: s, for: s}``.
+LOAD_FAULTS = ("restart-service", "cut-service")
+SERVICE_OPTIONS = {"handshake_ttl", "idle_ttl", "max_handshakes_per_client", "max_handshakes"}
 RESULTS = ("bootstrapped", "not-needed", "failed", "readings-sent", "established")
 
 
@@ -73,6 +76,15 @@ class Devices:
 
 
 @dataclass(frozen=True)
+class LoadFault:
+    """A fault while the devices run: ``after`` seconds in, lasting ``duration``."""
+
+    type: str
+    after: float = 1.0
+    duration: float = 2.0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -83,6 +95,8 @@ class Scenario:
     source: str = ""
 
     faults: tuple[str, ...] = ()
+    load_faults: tuple[LoadFault, ...] = ()
+    service_args: tuple[str, ...] = ()
 
     def with_devices(self, count: int) -> Scenario:
         return replace(self, devices=replace(self.devices, count=count))
@@ -197,7 +211,9 @@ def load_scenario(path: Path) -> Scenario:
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{source}: {exc}") from None
     data = _section(
-        source, data, {"name", "description", "topology", "policy", "devices", "expect", "faults"}
+        source,
+        data,
+        {"name", "description", "topology", "policy", "devices", "expect", "faults", "service"},
     )
     name = data.get("name")
     if not isinstance(name, str) or not name:
@@ -243,6 +259,9 @@ def load_scenario(path: Path) -> Scenario:
             "canary_delivered",
             "replay_refused",
             "coap_audit",
+            "exit_codes",
+            "store_baseline",
+            "memory_growth_mb",
         },
     )
     _check_expect(source, expect)
@@ -251,9 +270,42 @@ def load_scenario(path: Path) -> Scenario:
             raise ScenarioError(f"{source}: expect.steps.{step} is one of {STEP_STATES}")
     if "result" in expect and expect["result"] not in RESULTS:
         raise ScenarioError(f"{source}: expect.result is one of {RESULTS}")
-    faults = data.get("faults") or []
-    if not isinstance(faults, list) or any(f not in FAULTS for f in faults):
-        raise ScenarioError(f"{source}: faults is a list of {', '.join(FAULTS)}")
+    raw_faults = data.get("faults") or []
+    if not isinstance(raw_faults, list):
+        raise ScenarioError(f"{source}: faults is a list")
+    faults, load_faults = [], []
+    for n, fault in enumerate(raw_faults):
+        if isinstance(fault, str) and fault in FAULTS:
+            faults.append(fault)
+            continue
+        spec = _section(f"{source}: faults[{n}]", fault, {"type", "after", "for"})
+        if spec.get("type") not in LOAD_FAULTS:
+            raise ScenarioError(
+                f"{source}: faults[{n}] is one of {', '.join(FAULTS)} or a mapping with "
+                f"type: {' or '.join(LOAD_FAULTS)}"
+            )
+        for key in ("after", "for"):
+            value = spec.get(key, 1.0)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value <= 60
+            ):
+                raise ScenarioError(f"{source}: faults[{n}].{key} is seconds (0 to 60)")
+        load_faults.append(
+            LoadFault(spec["type"], float(spec.get("after", 1.0)), float(spec.get("for", 2.0)))
+        )
+    service = _section(f"{source}: service", data.get("service"), SERVICE_OPTIONS)
+    service_args: list[str] = []
+    for key, value in service.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ScenarioError(f"{source}: service.{key} must be a positive number")
+        service_args += [f"--{key.replace('_', '-')}", str(value)]
+    codes = expect.get("exit_codes")
+    if codes is not None and (
+        not isinstance(codes, list) or not all(isinstance(c, int) for c in codes)
+    ):
+        raise ScenarioError(f"{source}: expect.exit_codes is a list of exit codes")
     topology = Topology(**topo)
     if topology.udp_middlebox and not topology.gateway:
         raise ScenarioError(f"{source}: udp_middlebox sits in front of the gateway: set gateway")
@@ -268,4 +320,6 @@ def load_scenario(path: Path) -> Scenario:
         expect,
         source,
         tuple(faults),
+        tuple(load_faults),
+        tuple(service_args),
     )

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .dispatch import atls_context
+from .limits import read_body
 
 MAX_ECHO_BYTES = 65536
 
@@ -42,9 +43,7 @@ async def whoami(request: Request) -> Response:
 
 
 async def echo(request: Request) -> Response:
-    body = await request.body()
-    if len(body) > MAX_ECHO_BYTES:
-        return JSONResponse({"error": f"echo takes at most {MAX_ECHO_BYTES} bytes"}, 413)
+    body = await read_body(request, MAX_ECHO_BYTES)  # a refusal is answered by the app
     return Response(
         body,
         media_type=request.headers.get("content-type", "application/octet-stream"),

@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +28,7 @@ from atls.store import SessionLimits, SessionStore
 from .api import api_routes
 from .bootstrap import BootstrapAPI, Registry
 from .endpoint import ATLSEndpoint, EstablishedHook, refusal_response
+from .limits import BodyTimeout, ConnectionLimits, release_memory
 from .logs import log_event
 from .oscore import OSCOREContexts, OSCOREService
 
@@ -50,6 +52,7 @@ class ServiceSettings:
     keylog: Callable[[bytes], None] | None = None  # SSLKEYLOGFILE writer (open_keylog)
     # TLSConfig fields beyond the above: suites, groups, ALPN (atls.cli_options)
     tls_options: dict[str, Any] = field(default_factory=dict)
+    connection: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_pki(cls, root: Path | str, **kwargs: Any) -> ServiceSettings:
@@ -91,7 +94,13 @@ async def _http_problem(request: Request, exc: Exception) -> Response:
     return response
 
 
-EXCEPTION_HANDLERS = {HTTPException: _http_problem}
+async def _refusal(request: Request, exc: Exception) -> Response:
+    """A refusal a route raised (body too large, request timeout) as its problem document."""
+    assert isinstance(exc, Refusal)
+    return refusal_response(exc)
+
+
+EXCEPTION_HANDLERS = {HTTPException: _http_problem, Refusal: _refusal}
 
 
 def create_app(
@@ -116,6 +125,7 @@ def create_app(
     )
     own_routes = [*api_routes(health), *bootstrap.routes(), *oscore.inner_routes()]
     api = Starlette(routes=own_routes, exception_handlers=EXCEPTION_HANDLERS)
+    api.router.redirect_slashes = False
     driver = ServerDriver(settings.tls_config().build(), store, settings.exporter)
     endpoint = ATLSEndpoint(driver, api, on_established)
 
@@ -125,6 +135,7 @@ def create_app(
             while True:
                 await asyncio.sleep(SWEEP_INTERVAL)
                 gone = store.sweep()
+                release_memory()
                 if gone:
                     log_event("atls.expired", sessions=gone)
 
@@ -144,7 +155,14 @@ def create_app(
         *oscore.routes(),
         *own_routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(BodyTimeout, timeout=settings.connection.body_timeout)],
+    )
+    # no redirect to "/path/" (or away from it): an unknown path is a 404 problem document
+    app.router.redirect_slashes = False
     app.state.store = store
     app.state.endpoint = endpoint
     app.state.registry = registry

@@ -30,13 +30,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from atls.cacerts import CACERTS_MEDIA_TYPE, encode_cacerts
+from atls.cacerts import CACERTS_MEDIA_TYPE, anchor_problem, encode_cacerts
 from atls.errors import Reason, Refusal
-from atls.pki import Identity, device_serial
+from atls.pki import CERT_PARSE_ERRORS, Identity, device_serial
 from atls.voucher import VOUCHER_MEDIA_TYPE, Voucher, VoucherError, check_nonce, sign_voucher
 
 from .dispatch import atls_context
 from .endpoint import refusal_response
+from .limits import read_body
 from .logs import log_event
 
 MAX_JSON_BYTES = 65536
@@ -76,9 +77,7 @@ def _refused(reason: Reason, title: str, detail: str) -> Refusal:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_JSON_BYTES:
-        raise _refused(Reason.BODY_TOO_LARGE, "body too large", f"at most {MAX_JSON_BYTES} bytes")
+    body = await read_body(request, MAX_JSON_BYTES)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -155,8 +154,12 @@ class BootstrapAPI:
             )
         try:
             certs = x509.load_pem_x509_certificates(pem.encode())
-        except ValueError as exc:
+        except CERT_PARSE_ERRORS as exc:
             raise _refused(Reason.INVALID_DOMAIN, "ca_certs do not parse", str(exc)) from None
+        for cert in certs:
+            problem = anchor_problem(cert)
+            if problem:
+                raise _refused(Reason.INVALID_DOMAIN, "not a domain CA", problem)
         existing = self.registry.domains.get(name)
         domain = Domain(name, certs, existing.serials if existing else set())
         self.registry.domains[name] = domain
@@ -307,7 +310,8 @@ class BootstrapAPI:
             )
         try:
             chain = [x509.load_pem_x509_certificate(c.encode()) for c in chain_pem]
-        except ValueError as exc:
+            presented, issuer = chain[0].subject.rfc4514_string(), chain[0].issuer.rfc4514_string()
+        except CERT_PARSE_ERRORS as exc:  # fields parse lazily: a name may fail here
             raise _refused(Reason.INVALID_REPORT, "certificate does not parse", str(exc)) from None
         domain = self.registry.domain_of(serial)
         matches = bool(domain) and _issued_by_any(chain, domain.ca_certs if domain else [])
@@ -316,8 +320,8 @@ class BootstrapAPI:
             serial=serial,
             domain=domain.name if domain else None,
             target=str(data.get("target", "")),
-            presented=chain[0].subject.rfc4514_string(),
-            issuer=chain[0].issuer.rfc4514_string(),
+            presented=presented,
+            issuer=issuer,
             matches_domain_ca=matches,
         )
         return JSONResponse(
@@ -338,6 +342,8 @@ def _issued_by_any(chain: list[x509.Certificate], cas: list[x509.Certificate]) -
             try:
                 cert.verify_directly_issued_by(ca)
                 return True
-            except (InvalidSignature, ValueError, TypeError):
+            except InvalidSignature:
+                continue
+            except CERT_PARSE_ERRORS:
                 continue
     return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import os
 import secrets
@@ -19,6 +20,7 @@ from atls.store import SessionLimits
 
 from .app import ServiceSettings, create_app
 from .interop import InteropSettings
+from .limits import ConnectionLimits, guarded_protocol
 from .logs import configure_logging, log_event
 
 
@@ -111,6 +113,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="interop runner only (interop/CONTRACT.md): append the hex of 32 bytes exported "
         "(label application-layer-tls, --exporter-context) per established session",
     )
+    c = ConnectionLimits()
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=c.header_timeout,
+        help="seconds a request head may take to arrive, also between keep-alive requests; "
+        f"past it: 408 and the connection closes (default {c.header_timeout:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=c.body_timeout,
+        help="seconds a whole request body may take to arrive; past it: 408 and the "
+        f"connection closes (default {c.body_timeout:g})",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=int,
+        default=c.keep_alive,
+        help=f"seconds an idle keep-alive connection stays open (default {c.keep_alive})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=c.max_connections,
+        help="concurrent connections; beyond it a new one gets 503 and is closed "
+        f"(default {c.max_connections})",
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=c.max_header_bytes,
+        help=f"size of a request head; beyond it: 431 (default {c.max_header_bytes})",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -159,12 +195,33 @@ def main(argv: list[str] | None = None) -> int:
             voucher_lifetime=datetime.timedelta(seconds=args.voucher_lifetime),
             keylog=open_keylog(args.keylog),
             tls_options=profile_settings(args),
+            connection=ConnectionLimits(
+                header_timeout=args.header_timeout,
+                body_timeout=args.body_timeout,
+                keep_alive=args.keep_alive,
+                max_connections=args.max_connections,
+                max_header_bytes=args.max_header_bytes,
+            ),
         )
         settings.tls_config()  # refuse bad TLS settings here, with exit 2
     except (PKIError, ValueError, OSError) as exc:
         print(f"atls-service: {exc}", file=sys.stderr)
         return 2
     import uvicorn
+
+    base: type[asyncio.Protocol]
+    if args.http == "httptools":
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+            base = HttpToolsProtocol
+        except ImportError:
+            print("atls-service: --http httptools needs httptools", file=sys.stderr)
+            return 2
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
 
     certfile = None if args.plain_http else str(pki.service_cert)
     keyfile = None if args.plain_http else str(pki.service_key)
@@ -178,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         network_tls=not args.plain_http,
         pki=str(args.pki),
+        http_parser=args.http,
     )
     network_auth = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
         args.network_client_auth, ssl.CERT_REQUIRED
@@ -186,11 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         create_app(settings),
         host=args.host,
         port=args.port,
-        http=args.http,
         loop="uvloop" if args.http == "httptools" else "asyncio",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # the limits live in the protocol subclass and the ASGI middleware, so they
+        # hold with either parser (--http)
+        http=guarded_protocol(base, settings.connection),
+        timeout_keep_alive=settings.connection.keep_alive,
+        # h11 buffers an incomplete head up to this; the guard answers 431 first
+        h11_max_incomplete_event_size=2 * settings.connection.max_header_bytes + 4096,
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
         ssl_cert_reqs=network_auth,

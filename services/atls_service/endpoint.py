@@ -33,6 +33,7 @@ from atls.protection import CONTENT_CODING
 from atls.server import ApplicationRequest, Coding, Refused, Reply, ServerDriver, too_large
 
 from .dispatch import ATLSContext, dispatch
+from .limits import read_body
 from .logs import log_event
 
 
@@ -49,18 +50,6 @@ def refusal_response(refusal: Refusal) -> Response:
     """A refusal as HTTP: its status, its problem document, Retry-After when it has one."""
     headers = {"retry-after": str(refusal.retry_after)} if refusal.retry_after else None
     return problem_response(Problem.from_refusal(refusal), headers)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large(len(body), limit)
-    return bytes(body)
 
 
 EstablishedHook = Callable[[Reply | ApplicationRequest], None]
@@ -98,7 +87,7 @@ class ATLSEndpoint:
                     f"got {request.headers.get('content-encoding')!r}",
                     title="unsupported content coding",
                 )
-            body = await _read_body(request, self.driver.store.limits.max_flight_bytes)
+            body = await read_body(request, self.driver.store.limits.max_flight_bytes, too_large)
         except Refusal as refusal:
             return self._refused(request, Refused(refusal))
         except ClientDisconnect:

@@ -74,6 +74,10 @@ def _leftovers(project: str) -> list[str]:
         ("middlebox-unreachable", "explicit"),
         ("constrained", "explicit"),
         ("constrained-coap-blocked", "explicit"),
+        ("attack-downgrade", "transparent"),
+        ("attack-swap-cookies", "explicit"),
+        ("fault-service-restart", "explicit"),
+        ("fault-network-cut", "explicit"),
     ],
     ids=[
         "bootstrap-transparent",
@@ -82,6 +86,10 @@ def _leftovers(project: str) -> list[str]:
         "middlebox-unreachable",
         "constrained",
         "constrained-coap-blocked",
+        "attack-downgrade-transparent",
+        "attack-swap-cookies",
+        "fault-service-restart",
+        "fault-network-cut",
     ],
 )
 def test_scenario_under_compose(docker_ready, tmp_path, name, mode):

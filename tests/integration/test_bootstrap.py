@@ -19,6 +19,7 @@ from atls.pki import CertificateAuthority
 from atls.voucher import Voucher, sign_voucher
 from atls_client.bootstrap import (
     EXIT_BUNDLE,
+    EXIT_NETWORK_TLS,
     EXIT_OK,
     EXIT_VOUCHER,
     Bootstrap,
@@ -113,6 +114,9 @@ NOW = datetime.datetime.now(datetime.UTC)
         ("wrong-nonce", "nonce does not match"),
         ("unknown-key", "unknown key"),
         ("bad-signature", "bad voucher signature"),
+        # issue #12: a sibling device's own key (vendor-issued, a TLS client identity)
+        # pinning an attacker's CA
+        ("sibling-device", "not a voucher signer"),
     ],
 )
 def test_voucher_negatives_install_nothing(
@@ -128,13 +132,16 @@ def test_voucher_negatives_install_nothing(
             nonce = base64.b64encode(os.urandom(32)).decode()
         if case == "unknown-key":
             signer = rogue_ca.issue_signer("Rogue Voucher Signer")
+        pinned = pki.vendor_ca().certificate
+        if case == "sibling-device":
+            signer, pinned = pki.device("device-0002"), rogue_ca.certificate
         voucher = Voucher(
             "logged",
             serial,
             nonce,
             created,
             created + datetime.timedelta(minutes=10),
-            pki.vendor_ca().certificate,
+            pinned,
         )
         signed = sign_voucher(voucher, signer)
         if case == "bad-signature":
@@ -213,6 +220,10 @@ def test_operator_api_refusals(pki, service, operator):
         assert http.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401
     assert operator.get("/operator/domains/nowhere").status_code == 404
     assert operator.put("/operator/domains/x", json={"ca_certs": "junk"}).status_code == 400
+    # issue #12: a certificate that is not a CA is no domain CA
+    leaf = pki.service().chain_pem.decode()
+    not_ca = operator.put("/operator/domains/x", json={"ca_certs": leaf})
+    assert not_ca.status_code == 400 and "not a CA" in not_ca.json()["detail"], not_ca.text
     operator.put("/operator/domains/other", json={"ca_certs": pki.vendor_ca().cert_pem.decode()})
     conflict = operator.post("/operator/domains/other/claims", json={"serials": ["device-0001"]})
     assert conflict.status_code == 409 and "device-0001" in conflict.text
@@ -220,3 +231,54 @@ def test_operator_api_refusals(pki, service, operator):
         operator.post("/operator/domains/other/claims", json={"serials": "device-0001"}).status_code
         == 400
     )
+
+
+def test_failed_network_tls_after_install_rolls_back(
+    pki, service, operator, tmp_path, factory_ca, monkeypatch
+):
+    """Issue #12: the final network-TLS check fails after install: the previous
+    generation is current again, and the report says so."""
+    store = TrustStore(tmp_path / "store-device-0001")
+    store.initialize(factory_ca.cert_pem)
+    before = store.install([factory_ca.certificate], {"earlier": True}, {"serial": "device-0001"})
+    real_probe = Bootstrap._probe
+    calls = []
+
+    def probe_failing_after_install(self):
+        calls.append(1)
+        result = real_probe(self)
+        if len(calls) == 1:
+            assert result.validation_failed, result.detail
+            return result
+        result.ok, result.detail = False, "simulated: still not valid"
+        return result
+
+    monkeypatch.setattr(Bootstrap, "_probe", probe_failing_after_install)
+    bootstrap = _bootstrap(pki, service, tmp_path, factory_ca)
+    report = bootstrap.run()
+    assert report.exit_code == EXIT_NETWORK_TLS, report.error
+    assert f"rolled back to {before.generation}" in (report.error or "")
+    current = store.load()
+    assert current is not None and current.generation == before.generation
+    assert report.installed is False
+
+
+def test_failed_network_tls_on_first_install_rolls_back_to_factory(
+    pki, service, operator, tmp_path, factory_ca, monkeypatch
+):
+    real_probe = Bootstrap._probe
+    calls = []
+
+    def probe_failing_after_install(self):
+        calls.append(1)
+        result = real_probe(self)
+        if len(calls) > 1:
+            result.ok, result.detail = False, "simulated: still not valid"
+        return result
+
+    monkeypatch.setattr(Bootstrap, "_probe", probe_failing_after_install)
+    bootstrap = _bootstrap(pki, service, tmp_path, factory_ca)
+    report = bootstrap.run()
+    assert report.exit_code == EXIT_NETWORK_TLS
+    assert "rolled back to the factory anchors" in (report.error or "")
+    _nothing_installed(bootstrap)

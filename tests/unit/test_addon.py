@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from mitmproxy.test import taddons, tflow
 
 from atls.http_binding import LEGACY_MEDIA_TYPE, MEDIA_TYPE
 from atls.loopback import run_handshake
+from atls.records import parse_records
 from atls.session import ATLSSession, TLSVersion
 from atls_policy import default_addons
 from atls_policy import faults as faults_module
@@ -620,3 +623,298 @@ def test_codes_and_names_mean_the_same():
     ).rules[0]
     assert rule.match.cipher_suites == ("TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256")
     assert rule.match.groups == ("x25519",) and rule.match.extensions == ("supported_versions",)
+
+
+# -- issue #12 item 4: the reload never dies, the hooks fail closed -------------------------
+
+HOSTILE_POLICY_FILES = {
+    "not-utf8": b"default: \xff\xfe allow\n",
+    "deeply-nested": b"rules: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "deep-mapping": b"default: " + b"{a: " * 3000 + b"1" + b"}" * 3000 + b"\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
+def test_hostile_policy_files_are_policy_errors(tmp_path, name):
+    from atls_policy.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(HOSTILE_POLICY_FILES[name])
+    with pytest.raises(PolicyError, match=str(path)):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
+async def test_hostile_policy_file_at_start_says_place_and_problem(tmp_path, name):
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(HOSTILE_POLICY_FILES[name])
+    with chain() as (a, tctx):
+        with pytest.raises(exceptions.OptionsError, match="invalid ATLS policy: .*policy.yaml"):
+            tctx.configure(a.enforcer, atls_policy=str(path))
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
+async def test_reload_survives_hostile_files_and_applies_later_edits(
+    tmp_path, flights, name, caplog
+):
+    import os
+
+    policy = write_policy(tmp_path, "default: allow\n")
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy), atls_reload_interval=0.1)
+        a.enforcer.running()
+        try:
+            policy.write_bytes(HOSTILE_POLICY_FILES[name])
+            os.utime(policy, (1, 1))
+            for _ in range(50):  # bounded: the watcher runs every 0.1 s
+                if a.enforcer.reload_errors:
+                    break
+                await asyncio.sleep(0.05)
+            assert a.enforcer.reload_errors == 1
+            assert a.enforcer.policy.default.action.value == "allow", "the old policy stays"
+            failures = [r for r in caplog.records if "keeping the current policy" in r.message]
+            assert len(failures) == 1 and failures[0].levelname == "ERROR", "one clear line"
+            policy.write_text("default: block\n")
+            os.utime(policy, (2, 2))
+            for _ in range(50):
+                if a.enforcer.policy.default.action.value == "block":
+                    break
+                await asyncio.sleep(0.05)
+            assert a.enforcer.policy.default.action.value == "block", "the watcher died"
+        finally:
+            a.enforcer.done()
+
+
+def test_an_unexpected_parse_error_keeps_the_old_policy(tmp_path, monkeypatch):
+    from atls_policy import enforcement
+
+    policy = write_policy(tmp_path, "default: block\n")
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+
+        def boom(path):
+            raise MemoryError("simulated")
+
+        monkeypatch.setattr(enforcement, "load_policy", boom)
+        import os
+
+        os.utime(policy, (5, 5))
+        assert a.enforcer.check_policy_file() is False
+        assert a.enforcer.policy.default.action.value == "block"
+        assert a.enforcer.reload_errors == 1
+
+
+@pytest.mark.parametrize("where", ["tracker", "enforcer", "faults", "audit"])
+@pytest.mark.parametrize("direction", ["request", "response"])
+async def test_an_exception_in_a_hook_blocks_the_atls_flow(
+    flights, monkeypatch, caplog, where, direction
+):
+    """Fail closed: a bug in any addon answers that ATLS flow with a problem, logged."""
+    with chain() as (a, tctx):
+        addon = {
+            "tracker": a.tracker,
+            "enforcer": a.enforcer,
+            "faults": a.faults,
+            "audit": a.audit,
+        }[where]
+        target = {
+            "tracker": "_session",
+            "enforcer": "_enforce",
+            "faults": "_apply",
+            "audit": "_account",
+        }[where]
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("simulated addon bug")
+
+        flow = atls_flow(flights["TLS1_3"][0], cookie="c1")
+        if direction == "response":
+            await a.request(flow)
+            assert flow.response is None
+            with_response(flow, flights["TLS1_3"][1])
+        monkeypatch.setattr(addon, target, broken)
+        await getattr(a, direction)(flow)
+        assert flow.response is not None and flow.response.status_code == 502, where
+        problem = json.loads(flow.response.content)
+        assert problem["type"] == "urn:atls-testbed:problem:middlebox-error"
+        assert "fail closed" in problem["detail"]
+        assert any(
+            r.levelname == "ERROR" and "simulated addon bug" in r.getMessage()
+            for r in caplog.records
+        )
+        # other flows are unaffected once the bug is gone
+        monkeypatch.undo()
+        ok = atls_flow(flights["TLS1_3"][0])
+        await a.request(ok)
+        assert ok.response is None
+
+
+# -- issue #12 item 5: "not TLS records" is matchable ---------------------------------------
+
+
+async def test_a_rule_can_block_labelled_bodies_that_are_not_tls(tmp_path, flights):
+    policy = write_policy(
+        tmp_path,
+        """
+rules:
+  - {id: not-records, action: block, status: 400, match: {records: invalid}}
+""",
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        junk = atls_flow(b"GET / HTTP/1.1\r\nsmuggled: yes\r\n\r\n")
+        await a.request(junk)
+        assert junk.response is not None and junk.response.status_code == 400
+        assert json.loads(junk.response.content)["rule"] == "not-records"
+        assert junk.metadata["atls"]["request"]["records"] == "invalid"
+        empty = atls_flow(b"")
+        await a.request(empty)
+        assert empty.response is not None, "an empty body holds no records either"
+        hello = atls_flow(flights["TLS1_3"][0])
+        await a.request(hello)
+        assert hello.response is None
+        assert hello.metadata["atls"]["request"]["records"] == "valid"
+        protected = atls_flow(b"\x00" * 40)
+        protected.request.headers["content-encoding"] = "aes128gcm"
+        await a.request(protected)
+        assert protected.response is None
+        assert protected.metadata["atls"]["request"]["records"] == "protected"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules: [{id: a, action: block, match: {records: broken}}]", "rules[0].match.records"),
+        ("rules: [{id: a, action: block, match: {records: [valid, 7]}}]", "rules[0].match.records"),
+    ],
+)
+def test_records_match_field_is_validated(text, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        parse_policy(text)
+    assert parse_policy("rules: [{id: a, action: block, match: {records: invalid}}]")
+
+
+# -- issue #12: attack faults --------------------------------------------------------------
+
+
+def test_strip_versions_is_a_downgrade_the_client_detects(pki, server_context, flights):
+    from atls.errors import TLSAlertError
+    from atls_policy.faults import strip_supported_versions
+
+    hello = flights["TLS1_3"][0]
+    stripped = strip_supported_versions(hello)
+    assert stripped is not None and len(stripped) < len(hello)
+    assert summarize(stripped).client_hello.versions == ["1.2"]  # only the legacy version left
+    assert strip_supported_versions(stripped) is None, "nothing left to strip"
+    assert strip_supported_versions(b"not tls") is None
+
+    def downgrade(index: int, sender: str, flight: bytes) -> bytes:
+        return (strip_supported_versions(flight) or flight) if index == 0 else flight
+
+    client = ATLSSession(client_config(pki).build())  # offers 1.2 and 1.3
+    with pytest.raises(TLSAlertError) as failure:
+        run_handshake(client, ATLSSession(server_context), downgrade)
+    assert client.failed, "the client refuses the downgraded handshake"
+    assert failure.value.alert in {"illegal_parameter", "decrypt_error", "handshake_failure"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "check"),
+    [
+        ("{type: truncate, records: 1}", lambda old, new: len(parse_records(new)) == 1),
+        (
+            "{type: truncate, records: -1}",
+            lambda old, new: len(parse_records(new)) == len(parse_records(old)) - 1,
+        ),
+        (
+            "{type: reorder}",
+            lambda old, new: (
+                [r.payload for r in parse_records(new)]
+                == [r.payload for r in parse_records(old)][::-1]
+            ),
+        ),
+    ],
+    ids=["truncate-records", "truncate-records-tail", "reorder"],
+)
+async def test_record_boundary_faults(tmp_path, flights, fault, check):
+    policy = write_policy(tmp_path, f"rules:\n  - id: f\n    action: fault\n    fault: {fault}\n")
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        old = flights["TLS1_2"][1]  # several records
+        assert len(parse_records(old)) > 2
+        flow = atls_flow(flights["TLS1_2"][0], cookie="c")
+        await a.request(flow)
+        with_response(flow, old)
+        await a.response(flow)
+        assert check(old, flow.response.raw_content)
+
+
+async def test_swap_cookie_and_replay_from_another_session(tmp_path, flights):
+    policy = write_policy(
+        tmp_path,
+        """
+rules:
+  - id: swap
+    action: fault
+    match: {direction: request, flight: 2}
+    fault: {type: swap-cookie, wait: 0}
+  - id: steal
+    action: fault
+    match: {direction: response, flight: 2}
+    fault: {type: replay, session: other, wait: 0}
+""",
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        first_a = atls_flow(flights["TLS1_3"][0], cookie="cookie-a")
+        await a.request(first_a)
+        with_response(first_a, flights["TLS1_3"][1])
+        await a.response(first_a)
+        second_a = atls_flow(flights["TLS1_3"][2], cookie="cookie-a")
+        await a.request(second_a)
+        assert second_a.request.cookies["atls_session"] == "cookie-a", "no other session yet"
+        with_response(second_a, b"\x17\x03\x03\x00\x05AAAAA")
+        await a.response(second_a)
+        assert "no other session" in second_a.metadata["atls"]["response"]["fault"]
+        first_b = atls_flow(flights["TLS1_3"][0], cookie="cookie-b")
+        await a.request(first_b)
+        second_b = atls_flow(flights["TLS1_3"][2], cookie="cookie-b")
+        await a.request(second_b)
+        assert second_b.request.cookies["atls_session"] == "cookie-a", "sent as session A"
+        with_response(second_b, b"\x17\x03\x03\x00\x05BBBBB")
+        await a.response(second_b)
+        assert second_b.response.raw_content == b"\x17\x03\x03\x00\x05AAAAA", "A's answer replayed"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{type: truncate, keep: 3, records: 1}", "either to 'keep' bytes or to 'records'"),
+        ("{type: truncate, records: x}", "fault.records: 'x' is not a whole number"),
+        ("{type: replay, session: elsewhere}", "fault.session: 'elsewhere' is not"),
+        ("{type: replay, session: other, flight: 1}", "takes no 'flight'"),
+        ("{type: swap-cookie, wait: 99}", "fault.wait: 99 is not a wait"),
+        ("{type: reorder, keep: 1}", "unknown key 'keep'"),
+        ("{type: strip-versions, seed: 1}", "unknown key 'seed'"),
+    ],
+)
+def test_attack_faults_are_validated(text, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        parse_policy(f"rules:\n  - id: a\n    action: fault\n    fault: {text}\n")
+
+
+async def test_a_fault_that_changes_the_length_keeps_content_length_true(tmp_path, flights):
+    """A truncated body under its old Content-Length made the receiver wait (a hang)."""
+    policy = write_policy(
+        tmp_path, "rules:\n  - {id: f, action: fault, fault: {type: truncate, records: 1}}\n"
+    )
+    with chain() as (a, tctx):
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        flow = atls_flow(flights["TLS1_3"][0], cookie="c")
+        await a.request(flow)
+        with_response(flow, flights["TLS1_3"][1])
+        flow.response.headers["content-length"] = str(len(flights["TLS1_3"][1]))
+        await a.response(flow)
+        body = flow.response.raw_content
+        assert len(body) < len(flights["TLS1_3"][1])
+        assert flow.response.headers["content-length"] == str(len(body))

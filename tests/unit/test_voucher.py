@@ -9,6 +9,8 @@ import json
 import os
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from atls.cacerts import BundleError, decode_cacerts, encode_cacerts, vouched_anchors
 from atls.pki import CertificateAuthority
@@ -132,10 +134,30 @@ def test_nonce_rules():
     assert len(check_nonce(base64.b64encode(os.urandom(16)).decode())) == 16
 
 
+def _sub_ca(parent: CertificateAuthority, name: str) -> x509.Certificate:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(parent.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(hours=1))
+        .not_valid_after(NOW + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(parent.identity.private_key, hashes.SHA256())
+    )
+
+
 def test_bundle_round_trip_and_vouching(domain_ca):
-    sub = domain_ca.issue_signer("Sub CA of the domain").certificate
+    # a sub-CA (basic constraints CA:TRUE) issued by the pinned domain CA
+    sub = _sub_ca(domain_ca, "Sub CA of the domain")
     bundle = decode_cacerts(encode_cacerts([domain_ca.certificate, sub]))
-    assert vouched_anchors(bundle, domain_ca.certificate) == [domain_ca.certificate, sub]
+    anchors = vouched_anchors(bundle, domain_ca.certificate)
+    assert set(anchors) == {domain_ca.certificate, sub}  # PKCS#7 keeps a set, not an order
 
 
 def test_bundle_without_the_pinned_cert_is_refused(domain_ca, rogue_ca):
@@ -156,3 +178,88 @@ def test_bundle_with_an_unvouched_extra_is_refused(domain_ca, rogue_ca):
 def test_malformed_bundles(body, message):
     with pytest.raises(BundleError, match=message):
         decode_cacerts(body)
+
+
+# -- issue #12 item 3: only the designated signer may sign vouchers ------------------------
+
+
+def test_a_sibling_device_cannot_sign_a_voucher(pki, domain_ca, nonce):
+    """Device B's own TLS client identity (issued by the same vendor CA) signs a voucher
+    for device A pinning an attacker's CA: refused, it is no voucher signer."""
+    sibling = pki.device("device-0002")
+    signed = sign_voucher(_voucher(domain_ca, nonce, serial="device-0001"), sibling)
+    with pytest.raises(VoucherError, match="not a voucher signer"):
+        _verify(pki, signed, nonce, serial="device-0001")
+
+
+def test_a_service_certificate_cannot_sign_a_voucher(pki, domain_ca, nonce):
+    signed = sign_voucher(_voucher(domain_ca, nonce), pki.service())
+    with pytest.raises(VoucherError, match="not a voucher signer"):
+        _verify(pki, signed, nonce)
+
+
+def test_a_code_signing_certificate_is_no_voucher_signer(pki, domain_ca, nonce):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca = pki.vendor_ca()
+    other = ca._issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ATLS Voucher Signer")]),
+        sans=[],
+        usage=ExtendedKeyUsageOID.CODE_SIGNING,
+    )
+    signed = sign_voucher(_voucher(domain_ca, nonce), other)
+    with pytest.raises(VoucherError, match="not a voucher signer"):
+        _verify(pki, signed, nonce)
+
+
+def test_a_pinned_signer_refuses_every_other_signer(pki, domain_ca, nonce):
+    good = pki.voucher_signer()
+    second = pki.vendor_ca().issue_signer("Another Voucher Signer")
+    signed = sign_voucher(_voucher(domain_ca, nonce), second)
+    assert _verify(pki, signed, nonce)  # vendor-issued with the right usage
+    with pytest.raises(VoucherError, match="not the pinned voucher signer"):
+        verify_voucher(
+            signed,
+            vendor_anchor=pki.vendor_ca().certificate,
+            serial_number="device-0001",
+            nonce=nonce,
+            signer_pin=good.certificate,
+        )
+    pinned_ok = sign_voucher(_voucher(domain_ca, nonce), good)
+    assert verify_voucher(
+        pinned_ok,
+        vendor_anchor=pki.vendor_ca().certificate,
+        serial_number="device-0001",
+        nonce=nonce,
+        signer_pin=good.certificate,
+    )
+
+
+# -- issue #12 item 5: only CA certificates, valid now, become anchors ---------------------
+
+
+def test_a_leaf_certificate_is_never_an_anchor(pki):
+    leaf = pki.service().certificate
+    with pytest.raises(BundleError, match="not a CA"):
+        vouched_anchors([leaf], leaf)
+
+
+def test_an_expired_domain_ca_is_never_an_anchor():
+    old = CertificateAuthority.create("Old domain CA")
+    cert = old.certificate
+    later = cert.not_valid_after_utc + datetime.timedelta(days=1)
+    with pytest.raises(BundleError, match="not valid now"):
+        vouched_anchors([cert], cert, now=later)
+    assert vouched_anchors([cert], cert) == [cert]
+
+
+def test_a_non_ca_issued_by_the_domain_ca_is_refused(domain_ca):
+    leaf = domain_ca.issue_server(["somewhere"]).certificate
+    with pytest.raises(BundleError, match="not a CA"):
+        vouched_anchors([domain_ca.certificate, leaf], domain_ca.certificate)
+
+
+def test_decode_refuses_an_oversized_bundle(domain_ca):
+    body = encode_cacerts([domain_ca.certificate])
+    with pytest.raises(BundleError, match="larger than"):
+        decode_cacerts(body + b"A" * (2 << 20))
