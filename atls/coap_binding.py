@@ -93,6 +93,12 @@ COAP_CODE: dict[Reason, CoAPCode] = {
     Reason.BLOCKED_BY_POLICY: (4, 3),
     Reason.LIMIT_EXCEEDED: (4, 29),
     Reason.UNEXPECTED_RESPONSE: (5, 2),  # Bad Gateway
+    # the HTTP front's own guards, as a gateway passes them on
+    Reason.MIDDLEBOX_ERROR: (5, 2),
+    Reason.REQUEST_TIMEOUT: (4, 8),  # Request Entity Incomplete (RFC 7959)
+    Reason.HEADER_TOO_LARGE: (4, 13),
+    Reason.MALFORMED_REQUEST: (4, 0),
+    Reason.TOO_MANY_CONNECTIONS: (5, 3),  # Service Unavailable
 }
 
 # A CoAP answer that is no refusal of ours (e.g. aiocoap's own 4.02 Bad Option).

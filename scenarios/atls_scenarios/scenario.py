@@ -275,7 +275,12 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{source}: faults is a list")
     faults, load_faults = [], []
     for n, fault in enumerate(raw_faults):
-        if isinstance(fault, str) and fault in FAULTS:
+        if isinstance(fault, str):
+            if fault not in FAULTS:
+                raise ScenarioError(
+                    f"{source}: faults is a list of {', '.join(FAULTS)} or mappings with "
+                    f"type: {' or '.join(LOAD_FAULTS)}; faults[{n}] is {fault!r}"
+                )
             faults.append(fault)
             continue
         spec = _section(f"{source}: faults[{n}]", fault, {"type", "after", "for"})
