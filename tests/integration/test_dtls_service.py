@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from atls.dtls import DTLSContext
@@ -134,7 +136,7 @@ def test_a_damaged_handshake_answer_costs_one_dtls_retransmission(pki, service):
             if len(posts) == 2:  # the answer to the proven ClientHello: ServerHello ...
                 body = bytearray(response.content)
                 body[4] ^= 0x02  # first record's epoch: DTLS drops it
-                response._content = bytes(body)  # noqa: SLF001
+                response = dataclasses.replace(response, content=bytes(body))
             return response
 
         client._post = damaging  # type: ignore[method-assign]
