@@ -2,7 +2,8 @@
 
 atls-service (network TLS), mitmdump with the policy addon (explicit proxy),
 optionally a plain forward proxy in front of it, and one ``atls-device``
-process per device. The operator step registers the middlebox's CA and the
+process per device, or for fleets (``atls_scenarios.fleet``) one Locust process
+running every device in-process. The operator step registers the middlebox's CA and the
 device serials through the service's operator API, as a domain operator would.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from atls.pki import DEFAULT_SERVICE_NAMES, init_pki
 
+from .fleet import collect_reports, fleet_config, run_local_fleet, summary_line, uses_locust
 from .operator import fetch_events, operator_setup
 from .processes import MitmdumpProcess, ServiceProcess
 from .scenario import Scenario
@@ -40,6 +42,13 @@ class Observations:
     notes: list[str] = field(default_factory=list)
 
 
+def fleet_service_args(devices: int) -> list[str]:
+    """A fleet reaches the service from one address (the middlebox's), all at once:
+    the per-client handshake limit becomes a per-middlebox one, so size it for the fleet."""
+    room = str(max(256, 2 * devices))
+    return ["--max-handshakes", room, "--max-handshakes-per-client", room]
+
+
 class LocalEngine:
     name = "local"
 
@@ -57,7 +66,10 @@ class LocalEngine:
         logs = self.run_dir / "logs"
         obs = Observations()
         self.say(f"[runner] test PKI with {len(serials)} devices in {pki.root}")
-        service = ServiceProcess(pki.root, logs)
+        fleet = uses_locust(sc.devices)
+        service = ServiceProcess(
+            pki.root, logs, extra_args=fleet_service_args(sc.devices.count) if fleet else ()
+        )
         mitm: MitmdumpProcess | None = None
         front: MitmdumpProcess | None = None
         audit_log = self.run_dir / "audit.jsonl"
@@ -97,7 +109,16 @@ class LocalEngine:
                 )
             for fault in sc.faults:
                 mitm = self._apply_fault(fault, mitm)
-            obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
+            if fleet:
+                config = fleet_config(
+                    sc.devices, self.run_dir, service.url, pki.root, proxy, SERVICE_NAME
+                )
+                summary = run_local_fleet(sc.devices, self.run_dir, config, self.say)
+                obs.devices = collect_reports(self.run_dir, serials)
+                obs.notes.append(summary_line(summary))
+                self.say(f"[runner] {summary_line(summary)}")
+            else:
+                obs.devices = self._run_devices(serials, service.url, pki.root, proxy)
             obs.events, obs.health = fetch_events(service.url, token, verify)
         finally:
             for proc in (front, mitm):
