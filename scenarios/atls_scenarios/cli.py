@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
@@ -38,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("list", help="list the scenarios")
+    ceiling = sub.add_parser(
+        "fleet-ceiling",
+        help="mitmdump's own ceiling for a fleet's requests (Locust, do-nothing upstream)",
+    )
+    ceiling.add_argument("--users", type=int, default=100, help="concurrent devices (100)")
+    ceiling.add_argument("--run-time", type=int, default=60, help="seconds (60)")
+    ceiling.add_argument("--with-addon", action="store_true", help="load the ATLS policy addon")
+    ceiling.add_argument(
+        "--report-dir", type=Path, default=Path("reports"), help="default ./reports"
+    )
     run = sub.add_parser("run", help="run a scenario and check its expectations")
     run.add_argument("scenario", help="scenario name (see 'list') or path to a YAML file")
     run.add_argument(
@@ -70,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="no registry: debootstrap a trixie base and install from a wheelhouse",
     )
     build.add_argument(
-        "--base", help="base image (default python:3.13-slim, offline: atls-testbed-base:trixie)"
+        "--base",
+        help="base image (default python:3.13-slim, offline: atls-testbed-base:trixie-<hash>)",
     )
     build.add_argument("--tag", default="atls-testbed:latest")
 
@@ -105,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--domain", default="lab")
 
     sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
+    sub.add_parser(
+        "fleet-locustfile", help="print the file to give 'locust -f' for a fleet of devices"
+    )
 
     demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
     demo.add_argument("--pki", type=Path, default=Path("pki"))
@@ -137,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{scenario.name:<16} {scenario.devices.count:>3} device(s)  "
                     f"{scenario.description}"
                 )
+            return 0
+        if args.command == "fleet-ceiling":
+            from .ceiling import run_ceiling
+
+            out = args.report_dir / f"fleet-ceiling-{time.strftime('%Y%m%d-%H%M%S')}"
+            run_ceiling(out, args.users, args.run_time, with_addon=args.with_addon)
             return 0
         if args.command == "run":
             from .runner import run_scenario
@@ -177,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "operator":
             return _operator(args)
+        if args.command == "fleet-locustfile":
+            from .fleet import LOCUSTFILE
+
+            print(LOCUSTFILE)
+            return 0
         if args.command == "addon-path":
             from atls_policy import SCRIPT
 

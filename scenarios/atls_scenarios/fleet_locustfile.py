@@ -37,10 +37,36 @@ _serials: list[str] = []
 _next = 0  # where this process starts looking for a free serial
 
 
+def _config_from_compose() -> dict[str, Any]:
+    """Under compose (compose/fleet.yml): the device container's paths and the scenario's
+    device settings, as ``atls-device`` gets them there."""
+    from atls_scenarios.scenario import find_scenario
+
+    devices = find_scenario(os.environ.get("ATLS_SCENARIO", "bootstrap")).devices
+    return {
+        "service_url": os.environ.get("ATLS_SERVICE_URL", "https://atls-service:8443"),
+        "pki": "/pki",
+        "devices": int(os.environ.get("ATLS_DEVICES", "1")),
+        "claim_dir": "/claims",
+        "report_dir": "/reports/devices",
+        "results_dir": "/results",  # the collector's inbox
+        "store_dir": "/tmp/stores",
+        "proxy": os.environ.get("ATLS_PROXY") or None,
+        "server_name": "atls-service",
+        "variant": devices.variant,
+        "mode": devices.mode,
+        "retries": devices.retries,
+        "backoff": 0.1,
+        "timeout": devices.timeout,
+        "tls_version": devices.tls_version,
+    }
+
+
 def config() -> dict[str, Any]:
     global _config, _serials
     if _config is None:
-        _config = json.loads(Path(os.environ["ATLS_FLEET_CONFIG"]).read_text())
+        path = os.environ.get("ATLS_FLEET_CONFIG")
+        _config = json.loads(Path(path).read_text()) if path else _config_from_compose()
         _serials = PKIDirectory(Path(_config["pki"])).device_serials()[: _config["devices"]]
     return _config
 
@@ -114,6 +140,11 @@ class Device(User):
         data["fleet"] = {"worker": os.environ.get("HOSTNAME", ""), "total_ms": round(total_ms, 1)}
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(data, indent=2))
+        if cfg.get("results_dir"):  # compose: what a device container drops for the collector
+            results = Path(cfg["results_dir"])
+            (results / f"{serial}.json").write_text(json.dumps(data))
+            (results / f"{serial}.rc.tmp").write_text(str(data["exit_code"]))
+            (results / f"{serial}.rc.tmp").rename(results / f"{serial}.rc")
         steps = data["steps"]
         for i, step in enumerate(steps):
             if step["ok"] is None:

@@ -42,11 +42,24 @@ class Observations:
     notes: list[str] = field(default_factory=list)
 
 
-def fleet_service_args(devices: int) -> list[str]:
+def fleet_service_args(devices: int, timeout: float) -> list[str]:
     """A fleet reaches the service from one address (the middlebox's), all at once:
-    the per-client handshake limit becomes a per-middlebox one, so size it for the fleet."""
+    the per-client handshake limit becomes a per-middlebox one, so size it for the fleet.
+    A loaded device pauses for seconds between its exchanges while the middlebox keeps
+    the upstream connection: uvicorn's 5 s keep-alive closes it under the middlebox,
+    whose next request then fails with 502 "server closed connection". A handshake's
+    two round trips may each take the device's whole exchange timeout."""
     room = str(max(256, 2 * devices))
-    return ["--max-handshakes", room, "--max-handshakes-per-client", room]
+    return [
+        "--max-handshakes",
+        room,
+        "--max-handshakes-per-client",
+        room,
+        "--keep-alive",
+        "300",
+        "--handshake-ttl",
+        str(max(30.0, 2 * timeout)),
+    ]
 
 
 class LocalEngine:
@@ -68,7 +81,9 @@ class LocalEngine:
         self.say(f"[runner] test PKI with {len(serials)} devices in {pki.root}")
         fleet = uses_locust(sc.devices)
         service = ServiceProcess(
-            pki.root, logs, extra_args=fleet_service_args(sc.devices.count) if fleet else ()
+            pki.root,
+            logs,
+            extra_args=fleet_service_args(sc.devices.count, sc.devices.timeout) if fleet else (),
         )
         mitm: MitmdumpProcess | None = None
         front: MitmdumpProcess | None = None

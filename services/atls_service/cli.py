@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="append every ATLS session's secrets to FILE (SSLKEYLOGFILE format, mode 0600)",
     )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close idle HTTP connections after SECONDS (default 5, uvicorn's): a middlebox "
+        "that reuses its upstream connection across a busy device's pauses needs more",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=max(1, round(args.keep_alive)),
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
     )
