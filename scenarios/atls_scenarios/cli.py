@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = op_sub.add_parser(name, help=text)
         cmd.add_argument("--service", required=True, help="service base URL")
         cmd.add_argument("--pki", type=Path, required=True)
+        cmd.add_argument(
+            "--server-name",
+            help="the service's certificate name, when --service names one replica by address",
+        )
         if name == "setup":
             cmd.add_argument("--ca", type=Path, required=True, help="the domain CA (PEM)")
             cmd.add_argument(
@@ -261,10 +265,12 @@ def _operator(args: argparse.Namespace) -> int:
 
     pki = PKIDirectory(args.pki)
     token_path = pki.root / "operator-token"
-    wait_ready(args.service, pki.vendor_ca_cert)
+    wait_ready(args.service, pki.vendor_ca_cert, server_name=args.server_name)
     token = token_path.read_text().strip()
     if args.operator_command == "events":
-        events, health = fetch_events(args.service, token, pki.vendor_ca_cert)
+        events, health = fetch_events(
+            args.service, token, pki.vendor_ca_cert, server_name=args.server_name
+        )
         print(json.dumps({"events": events, "health": health}))
         return 0
     topology = find_scenario(args.scenario).topology
@@ -279,6 +285,7 @@ def _operator(args: argparse.Namespace) -> int:
         pki.vendor_ca_cert,
         topology.claim_devices,
         args.domain,
+        server_name=args.server_name,
     )
     print(
         f"operator: domain {result['domain']} CA {result['ca']}, "
