@@ -110,6 +110,16 @@ def spawn_rate(devices: Devices) -> float:
     return devices.spawn_rate or min(float(devices.count), DEFAULT_SPAWN_RATE)
 
 
+def processes(devices: Devices) -> int:
+    """Locust processes (``--processes``) for a local fleet: one per 250 devices, at most 4,
+    or ATLS_FLEET_PROCESSES. The devices' own TLS and voucher work is CPU in the fleet's
+    process; one process on a shared machine gets one fair share and becomes the bound."""
+    wanted = os.environ.get("ATLS_FLEET_PROCESSES")
+    if wanted:
+        return max(1, int(wanted))
+    return min(4, max(1, devices.count // 250))
+
+
 def run_time_limit(devices: Devices) -> int:
     """A bound for the whole fleet: spawning, plus every exchange timing out with retries."""
     spawn = devices.count / spawn_rate(devices)
@@ -154,10 +164,13 @@ def run_local_fleet(
         "--exit-code-on-error",
         "0",
     ]
+    workers = processes(devices)
+    if workers > 1:
+        argv += ["--processes", str(workers)]
     env = {**os.environ, "ATLS_FLEET_CONFIG": str(config_path)}
     say(
         f"[runner] fleet: {devices.count} in-process devices under Locust "
-        f"(spawn {rate:g}/s, bound {limit}s); statistics in {out}"
+        f"({workers} process(es), spawn {rate:g}/s, bound {limit}s); statistics in {out}"
     )
     started = time.monotonic()
     with (out / "locust-stdout.txt").open("w") as stdout:
