@@ -50,6 +50,7 @@ def run_ceiling(
     spawn_rate: float = 50.0,
     with_addon: bool = False,
     say: Callable[[str], None] = print,
+    processes: int = 1,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     pki = init_pki(out / "pki", device_serials=[])
@@ -124,8 +125,10 @@ def run_ceiling(
             "--exit-code-on-error",
             "0",
         ]
+        if processes > 1:  # as many Locust processes as the fleet had: the client is no bound
+            argv += ["--processes", str(processes)]
         say(
-            f"[ceiling] {users} users through mitmdump "
+            f"[ceiling] {users} users ({processes} Locust process(es)) through mitmdump "
             f"({'with' if with_addon else 'without'} the addon) for {run_time}s"
         )
         env = {**os.environ, "ATLS_CEILING_CONFIG": str(config)}
@@ -154,6 +157,7 @@ def run_ceiling(
         "run_time_s": run_time,
         "wall_s": round(wall, 1),
         "with_addon": with_addon,
+        "processes": processes,
         "devices_worth": done,
         "failures": failed,
         "devices_per_s": round(float(device.get("Requests/s", 0.0)), 2),

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ceiling.add_argument("--run-time", type=int, default=60, help="seconds (60)")
     ceiling.add_argument("--with-addon", action="store_true", help="load the ATLS policy addon")
     ceiling.add_argument(
+        "--processes", type=int, default=4, help="Locust processes (4, as a 1,000-device fleet)"
+    )
+    ceiling.add_argument(
         "--report-dir", type=Path, default=Path("reports"), help="default ./reports"
     )
     run = sub.add_parser("run", help="run a scenario and check its expectations")
@@ -161,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             from .ceiling import run_ceiling
 
             out = args.report_dir / f"fleet-ceiling-{time.strftime('%Y%m%d-%H%M%S')}"
-            run_ceiling(out, args.users, args.run_time, with_addon=args.with_addon)
+            run_ceiling(
+                out,
+                args.users,
+                args.run_time,
+                with_addon=args.with_addon,
+                processes=args.processes,
+            )
             return 0
         if args.command == "run":
             from .runner import run_scenario
