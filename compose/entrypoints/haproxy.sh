@@ -10,7 +10,7 @@ cat /pki/service.pem /pki/service.key > /tmp/service.pem
 max="${ATLS_REPLICAS_MAX:-8}"
 cat > /tmp/haproxy.cfg <<CFG
 global
-    maxconn 20000
+    maxconn 8000  # two FDs per proxied connection: fits the usual 20000-FD limit
 resolvers docker
     nameserver dns 127.0.0.11:53
     hold valid 1s
@@ -26,10 +26,14 @@ frontend atls
 backend replicas
     balance roundrobin
     # Stickiness on the service's own session cookie: HAProxy prefixes the value
-    # it sets with the replica's name and strips it from requests, so an ATLS
-    # session stays on the replica that holds its TLS state; requests with no
-    # session (a first flight, probes, the operator) are spread round-robin.
-    cookie atls_session prefix nocache
+    # the service sets with the replica's cookie and strips it from requests, so
+    # an ATLS session stays on the replica that holds its TLS state; requests with
+    # no session (a first flight, probes, the operator) are spread round-robin.
+    # Devices send back only atls_session (no cookie jar), so an inserted cookie
+    # of HAProxy's own would never return. server-template servers have no fixed
+    # cookie value: "dynamic" derives one from the replica's address and a key.
+    cookie atls_session prefix nocache dynamic
+    dynamic-cookie-key atls-testbed-replicas
     option httpchk GET /healthz
     server-template replica 1-$max ${ATLS_REPLICAS_HOST:-service}:8443 check inter 1s resolvers docker init-addr none ssl verify required ca-file /pki/vendor-ca.pem verifyhost atls-service sni str(atls-service)
 CFG
