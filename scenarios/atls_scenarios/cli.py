@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
                 help="whose topology says whether to register and claim",
             )
             cmd.add_argument("--domain", default="lab")
+            cmd.add_argument(
+                "--replicas",
+                metavar="HOST",
+                help="register with every address HOST resolves to (service replicas; "
+                "name the certificate with --server-name)",
+            )
+            cmd.add_argument(
+                "--watch",
+                type=float,
+                metavar="SECONDS",
+                help="with --replicas: keep running, re-registering any replica that lost "
+                "the domain (a restarted replica forgets it) every SECONDS",
+            )
+            cmd.add_argument("--ready-file", type=Path, help="touched once the first pass is done")
 
     sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
     sub.add_parser(
@@ -269,7 +283,13 @@ def _operator(args: argparse.Namespace) -> int:
 
     from atls.pki import PKIDirectory
 
-    from .operator import fetch_events, operator_setup, wait_ready
+    from .operator import (
+        domain_registered,
+        fetch_events,
+        operator_setup,
+        replica_urls,
+        wait_ready,
+    )
     from .scenario import find_scenario
 
     pki = PKIDirectory(args.pki)
@@ -286,20 +306,41 @@ def _operator(args: argparse.Namespace) -> int:
     if not topology.register_domain:
         print(f"operator: scenario {args.scenario} registers no domain")
         return 0
-    result = operator_setup(
-        args.service,
-        args.ca,
-        token,
-        pki.device_serials(),
-        pki.vendor_ca_cert,
-        topology.claim_devices,
-        args.domain,
-        server_name=args.server_name,
-    )
-    print(
-        f"operator: domain {result['domain']} CA {result['ca']}, "
-        f"{len(result['devices'])} devices claimed"
-    )
+
+    def setup(url: str) -> None:
+        result = operator_setup(
+            url,
+            args.ca,
+            token,
+            pki.device_serials(),
+            pki.vendor_ca_cert,
+            topology.claim_devices,
+            args.domain,
+            server_name=args.server_name,
+        )
+        print(
+            f"operator: {url}: domain {result['domain']} CA {result['ca']}, "
+            f"{len(result['devices'])} devices claimed",
+            flush=True,
+        )
+
+    urls = replica_urls(args.replicas) if args.replicas else [args.service]
+    for url in urls:
+        wait_ready(url, pki.vendor_ca_cert, server_name=args.server_name)
+        setup(url)
+    if args.ready_file:
+        args.ready_file.touch()
+    while args.replicas and args.watch:
+        time.sleep(args.watch)
+        for url in replica_urls(args.replicas):
+            try:
+                if not domain_registered(
+                    url, token, pki.vendor_ca_cert, args.server_name, args.domain
+                ):
+                    print(f"operator: {url} lost the domain (restarted?): again", flush=True)
+                    setup(url)
+            except Exception as exc:  # noqa: BLE001 - a restarting replica: next round
+                print(f"operator: {url}: {type(exc).__name__}: {exc}", flush=True)
     return 0
 
 

@@ -91,3 +91,19 @@ def fetch_events(
         ).json()["events"]
         health = http.get(f"{service_url}/healthz").json()
     return events, health
+
+
+def domain_registered(
+    service_url: str, token: str, verify_ca: Path, server_name: str | None, domain: str = "lab"
+) -> bool:
+    """Whether this service (replica) still knows the domain: a restarted one forgets it."""
+    with _client(verify_ca, token, server_name) as http:
+        return http.get(f"{service_url}/operator/domains/{domain}").status_code == 200
+
+
+def replica_urls(host: str, port: int = 8443) -> list[str]:
+    """One URL per address ``host`` resolves to (Docker's DNS: one per replica)."""
+    import socket
+
+    addresses = sorted({a[4][0] for a in socket.getaddrinfo(host, port, socket.AF_INET)})
+    return [f"https://{address}:{port}" for address in addresses]

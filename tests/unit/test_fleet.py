@@ -77,3 +77,9 @@ def test_summary_counts_successes_and_steps(tmp_path: Path):
 def test_scenario_devices_engine_survives_with_devices():
     scenario = find_scenario("many-devices")
     assert replace(scenario.devices, count=1000) == scenario.with_devices(1000).devices
+
+
+def test_replica_urls_name_every_address_once():
+    from atls_scenarios.operator import replica_urls
+
+    assert replica_urls("localhost") == ["https://127.0.0.1:8443"]
