@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from atls.dtls import AnySession, DTLSContext, DTLSSession
-from atls.errors import Refusal
+from atls.errors import Reason, Refusal
 from atls.http_binding import (
     ClientBinding,
     MessageDropped,
@@ -97,6 +97,9 @@ INTEGRITY_ALERTS = frozenset(
 )
 
 
+GATEWAY_FAILURES = frozenset({502, 503, 504})
+
+
 def retryable(error: ATLSError) -> bool:
     """Whether a fresh handshake may fix this failure."""
     if isinstance(error, CarrierError | IncompleteFlightError | NotTLSError):
@@ -104,6 +107,10 @@ def retryable(error: ATLSError) -> bool:
     if isinstance(error, TLSAlertError):
         return error.alert in INTEGRITY_ALERTS
     if isinstance(error, Refusal):
+        if error.reason is Reason.UNEXPECTED_RESPONSE and error.status in GATEWAY_FAILURES:
+            # not the service's problem document but a gateway's own error page: the
+            # middlebox lost its connection to the service (a fleet of 1,000 met it)
+            return True
         # damage in transit, and transient overload (429/503): behind a middlebox
         # every device shares one client address, so a per-client limit can
         # refuse a whole fleet for a moment

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from atls.pki import DEFAULT_SERVICE_NAMES, PKIError, init_pki
@@ -39,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("list", help="list the scenarios")
+    ceiling = sub.add_parser(
+        "fleet-ceiling",
+        help="mitmdump's own ceiling for a fleet's requests (Locust, do-nothing upstream)",
+    )
+    ceiling.add_argument("--users", type=int, default=100, help="concurrent devices (100)")
+    ceiling.add_argument("--run-time", type=int, default=60, help="seconds (60)")
+    ceiling.add_argument("--with-addon", action="store_true", help="load the ATLS policy addon")
+    ceiling.add_argument(
+        "--processes", type=int, default=4, help="Locust processes (4, as a 1,000-device fleet)"
+    )
+    ceiling.add_argument(
+        "--report-dir", type=Path, default=Path("reports"), help="default ./reports"
+    )
     run = sub.add_parser("run", help="run a scenario and check its expectations")
     run.add_argument("scenario", help="scenario name (see 'list') or path to a YAML file")
     run.add_argument(
@@ -71,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="no registry: debootstrap a trixie base and install from a wheelhouse",
     )
     build.add_argument(
-        "--base", help="base image (default python:3.13-slim, offline: atls-testbed-base:trixie)"
+        "--base",
+        help="base image (default python:3.13-slim, offline: atls-testbed-base:trixie-<hash>)",
     )
     build.add_argument("--tag", default="atls-testbed:latest")
 
@@ -96,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = op_sub.add_parser(name, help=text)
         cmd.add_argument("--service", required=True, help="service base URL")
         cmd.add_argument("--pki", type=Path, required=True)
+        cmd.add_argument(
+            "--server-name",
+            help="the service's certificate name, when --service names one replica by address",
+        )
         if name == "setup":
             cmd.add_argument("--ca", type=Path, required=True, help="the domain CA (PEM)")
             cmd.add_argument(
@@ -104,8 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
                 help="whose topology says whether to register and claim",
             )
             cmd.add_argument("--domain", default="lab")
+            cmd.add_argument(
+                "--replicas",
+                metavar="HOST",
+                help="register with every address HOST resolves to (service replicas; "
+                "name the certificate with --server-name)",
+            )
+            cmd.add_argument(
+                "--watch",
+                type=float,
+                metavar="SECONDS",
+                help="with --replicas: keep running, re-registering any replica that lost "
+                "the domain (a restarted replica forgets it) every SECONDS",
+            )
+            cmd.add_argument("--ready-file", type=Path, help="touched once the first pass is done")
 
     sub.add_parser("addon-path", help="print the file to give 'mitmdump -s' for the ATLS addon")
+    sub.add_parser(
+        "fleet-locustfile", help="print the file to give 'locust -f' for a fleet of devices"
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -151,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"{scenario.name:<16} {scenario.devices.count:>3} device(s)  "
                     f"{scenario.description}"
                 )
+            return 0
+        if args.command == "fleet-ceiling":
+            from .ceiling import run_ceiling
+
+            out = args.report_dir / f"fleet-ceiling-{time.strftime('%Y%m%d-%H%M%S')}"
+            run_ceiling(
+                out,
+                args.users,
+                args.run_time,
+                with_addon=args.with_addon,
+                processes=args.processes,
+            )
             return 0
         if args.command == "run":
             from .runner import run_scenario
@@ -200,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "operator":
             return _operator(args)
+        if args.command == "fleet-locustfile":
+            from .fleet import LOCUSTFILE
+
+            print(LOCUSTFILE)
+            return 0
         if args.command == "addon-path":
             from atls_policy import SCRIPT
 
@@ -266,34 +319,64 @@ def _operator(args: argparse.Namespace) -> int:
 
     from atls.pki import PKIDirectory
 
-    from .operator import fetch_events, operator_setup, wait_ready
+    from .operator import (
+        domain_registered,
+        fetch_events,
+        operator_setup,
+        replica_urls,
+        wait_ready,
+    )
     from .scenario import find_scenario
 
     pki = PKIDirectory(args.pki)
     token_path = pki.root / "operator-token"
-    wait_ready(args.service, pki.vendor_ca_cert)
+    wait_ready(args.service, pki.vendor_ca_cert, server_name=args.server_name)
     token = token_path.read_text().strip()
     if args.operator_command == "events":
-        events, health = fetch_events(args.service, token, pki.vendor_ca_cert)
+        events, health = fetch_events(
+            args.service, token, pki.vendor_ca_cert, server_name=args.server_name
+        )
         print(json.dumps({"events": events, "health": health}))
         return 0
     topology = find_scenario(args.scenario).topology
     if not topology.register_domain:
         print(f"operator: scenario {args.scenario} registers no domain")
         return 0
-    result = operator_setup(
-        args.service,
-        args.ca,
-        token,
-        pki.device_serials(),
-        pki.vendor_ca_cert,
-        topology.claim_devices,
-        args.domain,
-    )
-    print(
-        f"operator: domain {result['domain']} CA {result['ca']}, "
-        f"{len(result['devices'])} devices claimed"
-    )
+
+    def setup(url: str) -> None:
+        result = operator_setup(
+            url,
+            args.ca,
+            token,
+            pki.device_serials(),
+            pki.vendor_ca_cert,
+            topology.claim_devices,
+            args.domain,
+            server_name=args.server_name,
+        )
+        print(
+            f"operator: {url}: domain {result['domain']} CA {result['ca']}, "
+            f"{len(result['devices'])} devices claimed",
+            flush=True,
+        )
+
+    urls = replica_urls(args.replicas) if args.replicas else [args.service]
+    for url in urls:
+        wait_ready(url, pki.vendor_ca_cert, server_name=args.server_name)
+        setup(url)
+    if args.ready_file:
+        args.ready_file.touch()
+    while args.replicas and args.watch:
+        time.sleep(args.watch)
+        for url in replica_urls(args.replicas):
+            try:
+                if not domain_registered(
+                    url, token, pki.vendor_ca_cert, args.server_name, args.domain
+                ):
+                    print(f"operator: {url} lost the domain (restarted?): again", flush=True)
+                    setup(url)
+            except Exception as exc:  # noqa: BLE001 - a restarting replica: next round
+                print(f"operator: {url}: {type(exc).__name__}: {exc}", flush=True)
     return 0
 
 

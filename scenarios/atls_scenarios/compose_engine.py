@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .fleet import collect_reports, summarize, summary_line, uses_locust
 from .images import DEFAULT_TAG, repo_root
 from .local_engine import Observations, search_canary
 from .scenario import LoadFault, Scenario
@@ -111,7 +112,14 @@ def compose_files(scenario: Scenario, middlebox_mode: str) -> list[Path]:
         ):
             raise EngineUnavailable(f"scenario {scenario.name} has no transparent variant")
         files.append(compose / "transparent.yml")
+    if uses_locust(scenario.devices):  # Locust master + scaled workers, no device containers
+        files.append(compose / "fleet.yml")
     return files
+
+
+def fleet_workers() -> int:
+    """Locust workers for a compose fleet: ATLS_FLEET_WORKERS, default 2."""
+    return max(1, int(os.environ.get("ATLS_FLEET_WORKERS", "2")))
 
 
 class ComposeEngine:
@@ -188,34 +196,49 @@ class ComposeEngine:
                 )
                 for fault in sc.faults:
                     self._apply_fault(client, project, fault)
-            self._up(
-                client,
-                project,
-                base + ["up", "-d", "--no-recreate"] + [a for x in scale for a in ("--scale", x)],
-                env,
-                "up",
-            )
-            timers = [
-                threading.Thread(
-                    target=self._load_fault, args=(client, project, fault), daemon=True
+            if uses_locust(sc.devices):
+                workers = fleet_workers()
+                env["ATLS_FLEET_WORKERS"] = str(workers)
+                scale = ["--scale", "device=0", "--scale", f"locust-worker={workers}"]
+                started = time.monotonic()
+                self._up(client, project, base + ["up", "-d", "--no-recreate", *scale], env, "up")
+                serials = [f"device-{i:04d}" for i in range(1, sc.devices.count + 1)]
+                self._wait_fleet(serials, workers)
+                obs.devices = collect_reports(self.run_dir, serials)
+                summary = summarize(self.run_dir, sc.devices.count, time.monotonic() - started)
+                obs.notes.append(f"{summary_line(summary)}; {workers} Locust workers")
+                self.say(f"[compose] {summary_line(summary)}")
+            else:
+                self._up(
+                    client,
+                    project,
+                    base
+                    + ["up", "-d", "--no-recreate"]
+                    + [a for x in scale for a in ("--scale", x)],
+                    env,
+                    "up",
                 )
-                for fault in sc.load_faults
-            ]
-            obs.rss_baseline_kb = self._service_rss_kb(client, project)
-            for timer in timers:
-                timer.start()
-            exits = self._wait_devices(client, project)
-            for timer in timers:
-                timer.join(120)
-            obs.devices = self._device_reports(exits)
-            if sc.expect.get("store_baseline") or "memory_growth_mb" in sc.expect:
-                obs.store_after = self._await_baseline(client, project)
-                obs.rss_after_kb = self._service_rss_kb(client, project)
-                self.say(
-                    f"[compose] after the TTLs: store {obs.store_after}, service memory "
-                    f"{(obs.rss_baseline_kb or 0) // 1024} MB before, "
-                    f"{(obs.rss_after_kb or 0) // 1024} MB after"
-                )
+                timers = [
+                    threading.Thread(
+                        target=self._load_fault, args=(client, project, fault), daemon=True
+                    )
+                    for fault in sc.load_faults
+                ]
+                obs.rss_baseline_kb = self._service_rss_kb(client, project)
+                for timer in timers:
+                    timer.start()
+                exits = self._wait_devices(client, project)
+                for timer in timers:
+                    timer.join(120)
+                obs.devices = self._device_reports(exits)
+                if sc.expect.get("store_baseline") or "memory_growth_mb" in sc.expect:
+                    obs.store_after = self._await_baseline(client, project)
+                    obs.rss_after_kb = self._service_rss_kb(client, project)
+                    self.say(
+                        f"[compose] after the TTLs: store {obs.store_after}, service memory "
+                        f"{(obs.rss_baseline_kb or 0) // 1024} MB before, "
+                        f"{(obs.rss_after_kb or 0) // 1024} MB after"
+                    )
             obs.events, obs.health = self._events(client, project)
         finally:
             self._save_containers(client, project)
@@ -399,6 +422,27 @@ class ComposeEngine:
                 return done
             if time.monotonic() > deadline:
                 raise RuntimeError(f"devices did not finish in time: {len(done)}/{count}")
+            time.sleep(1)
+
+    def _wait_fleet(self, serials: list[str], workers: int) -> None:
+        """Every simulated device wrote its report (workers write them to /reports/devices)."""
+        count = len(serials)
+        deadline = time.monotonic() + 300 + 3 * count
+        started = time.monotonic()
+        last = -1
+        while True:
+            done = sum(1 for s in serials if (self.run_dir / "devices" / f"{s}.json").exists())
+            if done != last and (done == count or done - last >= max(1, count // 10)):
+                self.say(
+                    f"[compose] fleet ({workers} workers): {done}/{count} devices finished "
+                    f"({time.monotonic() - started:.1f}s)"
+                )
+                last = done
+            if done == count:
+                return
+            if time.monotonic() > deadline:
+                self.say(f"[compose] the fleet did not finish in time: {done}/{count}")
+                return
             time.sleep(1)
 
     def _device_reports(self, exits: dict[str, int]) -> list[dict[str, Any]]:

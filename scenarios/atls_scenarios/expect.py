@@ -81,6 +81,16 @@ def check(scenario: Scenario, obs: Observations) -> list[Check]:
                 str(len(obs.audit)),
             )
         )
+    if "min_flights_per_device" in audit:  # scales with --devices
+        want = audit["min_flights_per_device"] * scenario.devices.count
+        checks.append(
+            Check(
+                "audit lines",
+                len(obs.audit) >= want,
+                f">= {want} ({audit['min_flights_per_device']} per device)",
+                str(len(obs.audit)),
+            )
+        )
     for field, key in (("decision", "decisions"), ("variant", "variants")):
         seen = [a.get(field) for a in obs.audit]
         for wanted in audit.get(key, []):

@@ -1,8 +1,9 @@
 """Build the testbed image, online (a registry) or offline (no registry at all).
 
 Offline, for labs whose Docker can pull nothing:
-1. base image ``atls-testbed-base:trixie``: ``debootstrap`` of Debian trixie
-   (Python 3.13) into a temporary directory, then ``docker import``;
+1. base image ``atls-testbed-base:trixie-<hash of the package list>``:
+   ``debootstrap`` of Debian trixie (Python 3.13) into a temporary directory,
+   then ``docker import``;
 2. wheelhouse ``compose/wheelhouse/``: every wheel the image needs, built by
    pip on the host with this interpreter (which must be CPython 3.13, the
    base's Python, so the wheels fit);
@@ -11,6 +12,7 @@ Offline, for labs whose Docker can pull nothing:
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import shutil
 import subprocess
@@ -20,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_TAG = "atls-testbed:latest"
-OFFLINE_BASE = "atls-testbed-base:trixie"
+BASE_PACKAGES = "python3,python3-venv,ca-certificates,iproute2,iptables,procps,haproxy"
+# The base's tag names its package list: a longer list builds a new base beside the old.
+OFFLINE_BASE = "atls-testbed-base:trixie-" + hashlib.sha256(BASE_PACKAGES.encode()).hexdigest()[:8]
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-BASE_PACKAGES = "python3,python3-venv,ca-certificates,iproute2,iptables,procps"
 
 
 class ImageError(RuntimeError):
@@ -106,7 +109,7 @@ def build_wheelhouse(root: Path, say: Callable[[str], None]) -> Path:
             "--quiet",
             "--wheel-dir",
             str(wheelhouse),
-            f"{root}[middlebox,compose,interop]",
+            f"{root}[middlebox,compose,interop,fleet]",
         ],
         say,
         "wheelhouse for the image",

@@ -2,7 +2,8 @@
 
 atls-service (network TLS), mitmdump with the policy addon (explicit proxy),
 optionally a plain forward proxy in front of it, and one ``atls-device``
-process per device. The operator step registers the middlebox's CA and the
+process per device, or for fleets (``atls_scenarios.fleet``) one Locust process
+running every device in-process. The operator step registers the middlebox's CA and the
 device serials through the service's operator API, as a domain operator would.
 """
 
@@ -26,6 +27,7 @@ import httpx
 
 from atls.pki import DEFAULT_SERVICE_NAMES, init_pki
 
+from .fleet import collect_reports, fleet_config, run_local_fleet, summary_line, uses_locust
 from .operator import fetch_events, operator_setup
 from .processes import (
     GatewayProcess,
@@ -61,6 +63,26 @@ class Observations:
     rss_after_kb: int | None = None
 
 
+def fleet_service_args(devices: int, timeout: float) -> list[str]:
+    """A fleet reaches the service from one address (the middlebox's), all at once:
+    the per-client handshake limit becomes a per-middlebox one, so size it for the fleet.
+    A loaded device pauses for seconds between its exchanges while the middlebox keeps
+    the upstream connection: uvicorn's 5 s keep-alive closes it under the middlebox,
+    whose next request then fails with 502 "server closed connection". A handshake's
+    two round trips may each take the device's whole exchange timeout."""
+    room = str(max(256, 2 * devices))
+    return [
+        "--max-handshakes",
+        room,
+        "--max-handshakes-per-client",
+        room,
+        "--keep-alive",
+        "300",
+        "--handshake-ttl",
+        str(max(30.0, 2 * timeout)),
+    ]
+
+
 class LocalEngine:
     name = "local"
 
@@ -78,7 +100,11 @@ class LocalEngine:
         logs = self.run_dir / "logs"
         obs = Observations()
         self.say(f"[runner] test PKI with {len(serials)} devices in {pki.root}")
-        service = ServiceProcess(pki.root, logs, extra_args=list(sc.service_args))
+        fleet = uses_locust(sc.devices)
+        service_args = [*sc.service_args]
+        if fleet:
+            service_args += fleet_service_args(sc.devices.count, sc.devices.timeout)
+        service = ServiceProcess(pki.root, logs, extra_args=service_args)
         relay: Relay | None = None
         timers: list[threading.Thread] = []
         mitm: MitmdumpProcess | None = None
@@ -169,6 +195,12 @@ class LocalEngine:
                     self.say(f"[runner] UDP middlebox mitmdump + CoAP addon at {udp_mitm.uri}")
                 obs.canary = "CANARY-" + secrets.token_hex(8)
                 obs.devices = self._run_coap_devices(serials, device_uri, pki.root, obs.canary)
+            elif fleet:
+                config = fleet_config(sc.devices, self.run_dir, url, pki.root, proxy, SERVICE_NAME)
+                summary = run_local_fleet(sc.devices, self.run_dir, config, self.say)
+                obs.devices = collect_reports(self.run_dir, serials)
+                obs.notes.append(summary_line(summary))
+                self.say(f"[runner] {summary_line(summary)}")
             else:
                 obs.devices = self._run_devices(serials, url, pki.root, proxy)
             for timer in timers:

@@ -14,9 +14,25 @@ from typing import Any
 import httpx
 
 
-def _client(verify_ca: Path, token: str | None = None) -> httpx.Client:
+class _Named(httpx.Client):
+    """Every request names the service (SNI and certificate check): for one replica by address."""
+
+    def __init__(self, server_name: str | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.server_name = server_name
+
+    def send(self, request: httpx.Request, **kw: Any) -> httpx.Response:
+        if self.server_name:
+            request.extensions["sni_hostname"] = self.server_name
+        return super().send(request, **kw)
+
+
+def _client(
+    verify_ca: Path, token: str | None = None, server_name: str | None = None
+) -> httpx.Client:
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(
+    return _Named(
+        server_name,
         verify=ssl.create_default_context(cafile=str(verify_ca)),
         headers=headers,
         timeout=30,
@@ -24,12 +40,14 @@ def _client(verify_ca: Path, token: str | None = None) -> httpx.Client:
     )
 
 
-def wait_ready(service_url: str, verify_ca: Path, timeout: float = 60.0) -> None:
+def wait_ready(
+    service_url: str, verify_ca: Path, timeout: float = 60.0, server_name: str | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            with _client(verify_ca) as http:
+            with _client(verify_ca, server_name=server_name) as http:
                 if http.get(f"{service_url}/healthz").status_code == 200:
                     return
         except httpx.HTTPError as exc:
@@ -46,9 +64,10 @@ def operator_setup(
     verify_ca: Path,
     claim: bool,
     domain: str = "lab",
+    server_name: str | None = None,
 ) -> dict[str, Any]:
     """Register the domain CA and (optionally) claim the serials, as the domain's operator."""
-    with _client(verify_ca, token) as http:
+    with _client(verify_ca, token, server_name) as http:
         answer = http.put(
             f"{service_url}/operator/domains/{domain}", json={"ca_certs": ca_cert.read_text()}
         )
@@ -64,11 +83,27 @@ def operator_setup(
 
 
 def fetch_events(
-    service_url: str, token: str, verify_ca: Path
+    service_url: str, token: str, verify_ca: Path, server_name: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    with _client(verify_ca) as http:
+    with _client(verify_ca, server_name=server_name) as http:
         events = http.get(
             f"{service_url}/operator/events", headers={"authorization": f"Bearer {token}"}
         ).json()["events"]
         health = http.get(f"{service_url}/healthz").json()
     return events, health
+
+
+def domain_registered(
+    service_url: str, token: str, verify_ca: Path, server_name: str | None, domain: str = "lab"
+) -> bool:
+    """Whether this service (replica) still knows the domain: a restarted one forgets it."""
+    with _client(verify_ca, token, server_name) as http:
+        return http.get(f"{service_url}/operator/domains/{domain}").status_code == 200
+
+
+def replica_urls(host: str, port: int = 8443) -> list[str]:
+    """One URL per address ``host`` resolves to (Docker's DNS: one per replica)."""
+    import socket
+
+    addresses = sorted({a[4][0] for a in socket.getaddrinfo(host, port, socket.AF_INET)})
+    return [f"https://{address}:{port}" for address in addresses]

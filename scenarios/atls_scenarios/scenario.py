@@ -9,7 +9,8 @@ topology:
   register_domain: true    # the operator registers the middlebox CA as the domain CA
   claim_devices: true      # ... and claims the device serials for that domain
 policy: {default: allow}   # the addon's policy (see atls_policy.policy)
-devices: {count: 1, variant: current, mode: export, retries: 2, parallel: 8}
+devices: {count: 1, variant: current, mode: export, retries: 2, parallel: 8,
+          engine: auto, spawn_rate: 0}   # engine: auto | process | locust
 expect:
   exit_code: 0             # every device's exit code
   result: bootstrapped     # bootstrapped | not-needed | failed
@@ -18,6 +19,7 @@ expect:
   handshake_attempts: 1
   error_contains: "..."
   audit: {min_flights: 6, decisions: [allow], variants: [current]}
+  # or per device, so it scales with --devices: audit: {min_flights_per_device: 10}
   service_events: {voucher-issued: devices}        # a count, or "devices"
   service_healthy: true
 ```
@@ -73,6 +75,10 @@ class Devices:
     dtls: bool = False  # the ATLS session runs DTLS 1.2 (records in the HTTP bodies)
     profile: str = "default"  # TLS profile (atls.config.PROFILES), e.g. constrained
     readings: int = 3  # CoAP devices: OSCORE readings after the handshake
+    # process: one atls-device process each; locust: in-process under Locust (atls_scenarios.fleet);
+    # auto: locust above fleet.PROCESS_LIMIT devices (so --devices 1000 scales the same file).
+    engine: str = "auto"
+    spawn_rate: float = 0.0  # Locust devices started per second; 0: min(count, 50)
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,11 @@ def _check_devices(source: str, devices: Devices) -> None:
         raise ScenarioError(f"{source}: devices.parallel must be a positive whole number")
     if devices.tls_version not in (None, "1.2", "1.3"):
         raise ScenarioError(f"{source}: devices.tls_version is 1.2 or 1.3")
+    if devices.engine not in ("auto", "process", "locust"):
+        raise ScenarioError(f"{source}: devices.engine is auto, process or locust")
+    rate = devices.spawn_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+        raise ScenarioError(f"{source}: devices.spawn_rate must be a number >= 0")
     timeout = devices.timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ScenarioError(f"{source}: devices.timeout must be a number of seconds > 0")
@@ -181,10 +192,13 @@ def _check_expect(source: str, expect: dict[str, Any]) -> None:
         if state not in STEP_STATES:
             raise ScenarioError(f"{where}.steps.{step} is one of {', '.join(STEP_STATES)}")
     audit = _section(
-        f"{where}.audit", expect.get("audit"), {"min_flights", "decisions", "variants"}
+        f"{where}.audit",
+        expect.get("audit"),
+        {"min_flights", "min_flights_per_device", "decisions", "variants"},
     )
-    if "min_flights" in audit and (not _whole(audit["min_flights"]) or audit["min_flights"] < 0):
-        raise ScenarioError(f"{where}.audit.min_flights must be a whole number >= 0")
+    for key in ("min_flights", "min_flights_per_device"):
+        if key in audit and (not _whole(audit[key]) or audit[key] < 0):
+            raise ScenarioError(f"{where}.audit.{key} must be a whole number >= 0")
     for key, allowed in (("decisions", AUDIT_DECISIONS), ("variants", AUDIT_VARIANTS)):
         values = audit.get(key, [])
         if not isinstance(values, list):

@@ -228,3 +228,36 @@ def test_plain_compose_up_with_scale_reports_every_device(docker_ready, tmp_path
     assert Path(tmp_path, "audit.jsonl").exists()
     assert not _leftovers(project)
     print(f"plain compose up, 3 devices: {elapsed:.1f}s")
+
+
+def _image_has_locust(image: str) -> bool:
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "locust", image, "--version"],
+        capture_output=True,
+        timeout=120,
+    )
+    return done.returncode == 0
+
+
+def test_a_locust_fleet_under_compose_runs_with_workers(docker_ready, tmp_path, monkeypatch):
+    """compose/fleet.yml: a Locust master and two workers instead of device containers;
+    every device's report and Locust's statistics land in the run folder."""
+    if not _image_has_locust(default_image()):
+        message = f"{default_image()} predates the fleet extra: ./testbed images build --offline"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setenv("ATLS_FLEET_WORKERS", "2")
+    scenario = find_scenario("many-devices").with_devices(60)
+    lines: list[str] = []
+    result = run_scenario(scenario, tmp_path, "compose", say=lines.append)
+    failed = [c for c in result.checks if not c.ok]
+    assert result.ok, "\n".join(lines[-40:]) + f"\nfailed: {failed}"
+    run_dir = result.report_json.parent
+    assert len(list((run_dir / "devices").glob("device-*.json"))) == 60
+    assert (run_dir / "fleet" / "locust_stats.csv").exists()
+    assert (run_dir / "fleet" / "locust-report.html").exists()
+    workers = {r["fleet"]["worker"] for r in result.observations.devices}
+    assert len(workers) == 2, f"both workers ran devices: {workers}"
+    assert any("2 Locust workers" in n for n in result.observations.notes)
+    assert not _leftovers(_project(result))

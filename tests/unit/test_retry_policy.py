@@ -20,6 +20,8 @@ from atls_client.client import CarrierError, retryable
         Refusal(Reason.CLIENT_HANDSHAKE_LIMIT, "d", status=429),
         Refusal(Reason.HANDSHAKE_CAPACITY, "d", status=503),
         Refusal(Reason.INCOMPLETE_FLIGHT, "d", status=400),
+        # the middlebox's own 502 page: it lost the service connection (a fleet met it)
+        Refusal(Reason.UNEXPECTED_RESPONSE, "text/html: '<html>502 Bad Gateway'", status=502),
     ],
     ids=lambda e: type(e).__name__ + ":" + str(getattr(e, "alert", "") or getattr(e, "slug", "")),
 )
