@@ -62,6 +62,7 @@ class ATLSEnforcer:
         self.reload_errors = 0
         self._policy_mtime: float | None = None
         self._reload_task: asyncio.Task[None] | None = None
+        self._running = False
 
     def load(self, loader: Any) -> None:
         loader.add_option("atls_policy", str, "", "ATLS policy file (YAML); empty allows all.")
@@ -82,7 +83,14 @@ class ATLSEnforcer:
         try:
             self._install(load_policy(path), Path(path))
         except PolicyError as exc:
-            raise exceptions.OptionsError(f"invalid ATLS policy: {exc}") from None
+            if self._running:  # a new value while running: refused, the old policy stays
+                raise exceptions.OptionsError(f"invalid ATLS policy: {exc}") from None
+            # At start: one line with the place and the problem, and no traceback
+            # (mitmproxy prints one for any exception while it loads a script);
+            # mitmdump stops on an error logged during startup, and until then (or
+            # if something keeps it running) every ATLS flight is refused.
+            logger.error("invalid ATLS policy: %s", exc)
+            self.policy, self._policy_mtime = Policy.refuse_all(str(exc)), None
 
     def _install(self, policy: Policy, path: Path) -> None:
         self.policy = policy
@@ -98,6 +106,7 @@ class ATLSEnforcer:
         )
 
     def running(self) -> None:
+        self._running = True
         if self._reload_task is None and ctx.options.atls_reload_interval > 0:
             self._reload_task = asyncio.get_running_loop().create_task(self._watch_policy())
 

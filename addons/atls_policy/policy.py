@@ -256,6 +256,13 @@ class Policy:
     def allow_all(cls) -> Policy:
         return cls((), Rule("default", Action.ALLOW))
 
+    @classmethod
+    def refuse_all(cls, why: str) -> Policy:
+        """What a middlebox whose policy file is invalid applies: nothing passes (fail closed)."""
+        detail = f"ATLS policy invalid: {why}"
+        rule = Rule("invalid-policy", Action.BLOCK, status=503, detail=detail)
+        return cls((), rule, "<invalid>")
+
     def decide(self, ctx: FlightContext, state: PolicyState) -> Decision:
         """Run the rules over one flight, first deciding rule wins."""
         audit: list[str] = []

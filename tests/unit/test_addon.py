@@ -492,11 +492,23 @@ rules:
         assert third2.request.raw_content == flights["TLS1_3"][2], "max_times reached"
 
 
-async def test_invalid_policy_at_start_refuses(tmp_path):
+async def test_invalid_policy_at_start_says_where_and_fails_closed(tmp_path, flights, caplog):
+    """At start: one error line with place and problem (mitmdump stops on it), no traceback."""
     policy = write_policy(tmp_path, "rules:\n  - {id: a, action: nope}\n")
     with chain() as (a, tctx):
-        with pytest.raises(exceptions.OptionsError, match="rules\\[0\\].action"):
-            tctx.configure(a.enforcer, atls_policy=str(policy))
+        tctx.configure(a.enforcer, atls_policy=str(policy))
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "rules[0].action" in errors[0].getMessage()
+        assert errors[0].exc_info is None
+        flow = atls_flow(flights["TLS1_3"][0])
+        await a.request(flow)
+        assert flow.response is not None and flow.response.status_code == 503, "fails closed"
+        a.enforcer.running()
+        try:  # once running, a bad new value is refused and the current policy stays
+            with pytest.raises(exceptions.OptionsError, match="rules\\[0\\].action"):
+                tctx.configure(a.enforcer, atls_policy=str(policy))
+        finally:
+            a.enforcer.done()
 
 
 async def test_reload_keeps_old_policy_when_new_is_invalid(tmp_path, flights):
@@ -645,12 +657,14 @@ def test_hostile_policy_files_are_policy_errors(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
-async def test_hostile_policy_file_at_start_says_place_and_problem(tmp_path, name):
+async def test_hostile_policy_file_at_start_says_place_and_problem(tmp_path, name, caplog):
     path = tmp_path / "policy.yaml"
     path.write_bytes(HOSTILE_POLICY_FILES[name])
     with chain() as (a, tctx):
-        with pytest.raises(exceptions.OptionsError, match="invalid ATLS policy: .*policy.yaml"):
-            tctx.configure(a.enforcer, atls_policy=str(path))
+        tctx.configure(a.enforcer, atls_policy=str(path))
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert errors and re.search("invalid ATLS policy: .*policy.yaml", errors[0])
+        assert a.enforcer.policy.source == "<invalid>", "fails closed"
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_POLICY_FILES))
