@@ -3,7 +3,7 @@
 # middlebox), then OSCORE readings carrying the run's canary. It picks a free
 # serial from the shared PKI and writes its report to /reports/devices/.
 set -eu
-set -- coap --gateway "${ATLS_GATEWAY:-coap://172.30.3.2:5683}" \
+set -- coap --gateway "${ATLS_GATEWAY:-coap://udp-middlebox:5683}" \
   --pki /pki --device auto --claim-dir /claims --report-dir /reports/devices \
   --server-name atls-service --canary "${ATLS_CANARY:-}"
 # The scenario's device settings (mode, profile, dtls, readings, retries, timeout).
