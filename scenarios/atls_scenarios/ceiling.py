@@ -22,7 +22,7 @@ from typing import Any
 
 from atls.pki import init_pki
 
-from .fleet import locust_command
+from .fleet import headless_locust
 from .processes import ManagedProcess, MitmdumpProcess, free_port, wait_port
 
 # One bootstrapping device through the middlebox (many-devices, TLS 1.3, export mode):
@@ -100,33 +100,8 @@ def run_ceiling(
                 }
             )
         )
-        argv = [
-            locust_command(),
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--users",
-            str(users),
-            "--spawn-rate",
-            str(spawn_rate),
-            "--run-time",
-            f"{run_time}s",
-            "--stop-timeout",
-            "30",
-            "--csv",
-            str(out / "locust"),
-            "--html",
-            str(out / "locust-report.html"),
-            "--only-summary",
-            "--loglevel",
-            "WARNING",
-            "--logfile",
-            str(out / "locust.log"),
-            "--exit-code-on-error",
-            "0",
-        ]
-        if processes > 1:  # as many Locust processes as the fleet had: the client is no bound
-            argv += ["--processes", str(processes)]
+        # as many Locust processes as the fleet had: the client is no bound
+        argv = headless_locust(LOCUSTFILE, users, spawn_rate, run_time, out, processes)
         say(
             f"[ceiling] {users} users ({processes} Locust process(es)) through mitmdump "
             f"({'with' if with_addon else 'without'} the addon) for {run_time}s"

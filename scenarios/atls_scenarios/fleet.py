@@ -127,29 +127,21 @@ def run_time_limit(devices: Devices) -> int:
     return math.ceil(spawn + per_device + 60)
 
 
-def run_local_fleet(
-    devices: Devices,
-    run_dir: Path,
-    config: FleetConfig,
-    say: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Run ``locust`` headless here; return the fleet summary (also in fleet/summary.json)."""
-    out = run_dir / "fleet"
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = config.write(out / "config.json")
-    limit = run_time_limit(devices)
-    rate = spawn_rate(devices)
+def headless_locust(
+    locustfile: Path, users: int, rate: float, run_time: float, out: Path, workers: int
+) -> list[str]:
+    """The ``locust`` command line of a bounded headless run that reports into ``out``."""
     argv = [
         locust_command(),
         "-f",
-        str(LOCUSTFILE),
+        str(locustfile),
         "--headless",
         "--users",
-        str(devices.count),
+        str(users),
         "--spawn-rate",
         str(rate),
         "--run-time",
-        f"{limit}s",
+        f"{run_time:.0f}s",
         "--stop-timeout",
         "30",
         "--csv",
@@ -164,9 +156,25 @@ def run_local_fleet(
         "--exit-code-on-error",
         "0",
     ]
-    workers = processes(devices)
-    if workers > 1:
+    if workers > 1:  # Locust forks this many processes (one core share each is the bound)
         argv += ["--processes", str(workers)]
+    return argv
+
+
+def run_local_fleet(
+    devices: Devices,
+    run_dir: Path,
+    config: FleetConfig,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``locust`` headless here; return the fleet summary (also in fleet/summary.json)."""
+    out = run_dir / "fleet"
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = config.write(out / "config.json")
+    limit = run_time_limit(devices)
+    rate = spawn_rate(devices)
+    workers = processes(devices)
+    argv = headless_locust(LOCUSTFILE, devices.count, rate, limit, out, workers)
     env = {**os.environ, "ATLS_FLEET_CONFIG": str(config_path)}
     say(
         f"[runner] fleet: {devices.count} in-process devices under Locust "
