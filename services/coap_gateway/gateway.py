@@ -230,6 +230,18 @@ class _Forwarding:
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
+    def refused(self, request: aiocoap.Message, refusal: Refusal) -> aiocoap.Message:
+        """Count and log a refusal, and answer it as CoAP (code and diagnostic payload)."""
+        self.count(f"refused:{refusal.slug}")
+        log_event(
+            "gateway.refused",
+            logging.WARNING,
+            device=_device(request),
+            problem=refusal.slug,
+            detail=refusal.detail,
+        )
+        return error_message(refusal)
+
     async def post(self, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
         if self.in_flight >= self.settings.limits.max_forwards:
             raise Refusal(
@@ -283,15 +295,7 @@ class ATLSResource(resource.Resource):
         try:
             return await self._post(request)
         except Refusal as refusal:
-            self.fw.count(f"refused:{refusal.slug}")
-            log_event(
-                "gateway.refused",
-                logging.WARNING,
-                device=_device(request),
-                problem=refusal.slug,
-                detail=refusal.detail,
-            )
-            return error_message(refusal)
+            return self.fw.refused(request, refusal)
 
     async def _post(self, request: aiocoap.Message) -> aiocoap.Message:
         handle = _single_option(request, self.coap.session_option)
@@ -441,15 +445,7 @@ class OSCOREResource(resource.Resource):
         try:
             return await self._forward(request)
         except Refusal as refusal:
-            self.fw.count(f"refused:{refusal.slug}")
-            log_event(
-                "gateway.refused",
-                logging.WARNING,
-                device=_device(request),
-                problem=refusal.slug,
-                detail=refusal.detail,
-            )
-            return error_message(refusal)
+            return self.fw.refused(request, refusal)
 
     async def _forward(self, request: aiocoap.Message) -> aiocoap.Message:
         option = request.opt.oscore
