@@ -105,6 +105,23 @@ void abuf_free(abuf *b)
     memset(b, 0, sizeof(*b));
 }
 
+int abuf_put_said(abuf *b, const void *data, size_t n, char *err, size_t errlen, const char *what)
+{
+    if (abuf_put(b, data, n) != 0) {
+        snprintf(err, errlen, "%s over %u bytes", what, ATLS_MAX_FLIGHT);
+        return -1;
+    }
+    return 0;
+}
+
+int abuf_move(abuf *dst, abuf *src, char *err, size_t errlen)
+{
+    if (abuf_put_said(dst, src->p + src->off, abuf_avail(src), err, errlen, "output") != 0)
+        return -1;
+    abuf_reset(src);
+    return 0;
+}
+
 /* --------------------------------------------------------------- helpers */
 
 const char *tls_alert_name(int code)

@@ -28,6 +28,10 @@ size_t abuf_avail(const abuf *b);
 size_t abuf_get(abuf *b, void *dst, size_t n); /* consume up to n bytes */
 void abuf_reset(abuf *b);
 void abuf_free(abuf *b);
+/* The engines' shared steps: append with a bounded-size message in err on failure
+ * (what: "input" or "output"); move src's unread bytes to the end of dst. */
+int abuf_put_said(abuf *b, const void *data, size_t n, char *err, size_t errlen, const char *what);
+int abuf_move(abuf *dst, abuf *src, char *err, size_t errlen);
 
 typedef struct {
     int is_server;

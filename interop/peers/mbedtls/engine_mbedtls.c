@@ -235,11 +235,7 @@ void conn_free(atls_conn *c)
 
 int conn_feed(atls_conn *c, const unsigned char *data, size_t n)
 {
-    if (abuf_put(&c->in, data, n) != 0) {
-        snprintf(c->err, sizeof(c->err), "input over %u bytes", ATLS_MAX_FLIGHT);
-        return -1;
-    }
-    return 0;
+    return abuf_put_said(&c->in, data, n, c->err, sizeof(c->err), "input");
 }
 
 static void set_failure(atls_conn *c, int r, const char *what)
@@ -288,12 +284,7 @@ int conn_handshake(atls_conn *c)
 
 int conn_take(atls_conn *c, abuf *out)
 {
-    if (abuf_put(out, c->out.p + c->out.off, abuf_avail(&c->out)) != 0) {
-        snprintf(c->err, sizeof(c->err), "output over %u bytes", ATLS_MAX_FLIGHT);
-        return -1;
-    }
-    abuf_reset(&c->out);
-    return 0;
+    return abuf_move(out, &c->out, c->err, sizeof(c->err));
 }
 
 int conn_write(atls_conn *c, const unsigned char *data, size_t n)
