@@ -21,25 +21,7 @@ def test_skip_reasons_are_grouped_at_the_end(tmp_path: Path):
         "def test_runs():\n"
         "    pass\n"
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "tests.conftest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _pytest(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     tail = done.stdout[done.stdout.index("why tests were skipped") :]
     assert "3 skipped: no Docker engine; start dockerd or see README" in tail
@@ -48,23 +30,17 @@ def test_skip_reasons_are_grouped_at_the_end(tmp_path: Path):
 
 def test_no_section_without_skips(tmp_path: Path):
     (tmp_path / "test_ok.py").write_text("def test_ok():\n    pass\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "tests.conftest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
+    done = _pytest(tmp_path)
+    assert done.returncode == 0 and "why tests were skipped" not in done.stdout
+
+
+def _pytest(folder: Path) -> subprocess.CompletedProcess[str]:
+    """A real pytest run over ``folder`` with the project's conftest (and its summary hook)."""
+    argv = ["-m", "pytest", "-p", "tests.conftest", "-q", "-p", "no:cacheprovider"]
+    return subprocess.run(
+        [sys.executable, *argv, "--rootdir", str(folder), str(folder)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0 and "why tests were skipped" not in done.stdout
