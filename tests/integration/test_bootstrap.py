@@ -103,9 +103,6 @@ def _patched_voucher(monkeypatch, make):
     monkeypatch.setattr(Bootstrap, "_fetch_voucher", fake)
 
 
-NOW = datetime.datetime.now(datetime.UTC)
-
-
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -123,9 +120,11 @@ def test_voucher_negatives_install_nothing(
     pki, service, operator, tmp_path, factory_ca, monkeypatch, rogue_ca, case, message
 ):
     def make(self, nonce):
-        serial, created, signer = self.serial, NOW, pki.voucher_signer()
+        # the device verifies against its own clock, so the voucher is made now (not at import)
+        now = datetime.datetime.now(datetime.UTC)
+        serial, created, signer = self.serial, now, pki.voucher_signer()
         if case == "expired":
-            created = NOW - datetime.timedelta(hours=1)
+            created = now - datetime.timedelta(hours=1)
         if case == "wrong-serial":
             serial = "device-0002"
         if case == "wrong-nonce":

@@ -16,6 +16,8 @@ from atls.cacerts import BundleError, decode_cacerts, encode_cacerts, vouched_an
 from atls.pki import CertificateAuthority
 from atls.voucher import Voucher, VoucherError, check_nonce, sign_voucher, verify_voucher
 
+# Vouchers are made and verified at this one instant: the module is imported at collection,
+# which in a whole-suite run can be many minutes before a test runs (CI saw "expired").
 NOW = datetime.datetime.now(datetime.UTC)
 
 
@@ -41,7 +43,7 @@ def _verify(pki, signed, nonce, serial="device-0001", now=None):
         vendor_anchor=pki.vendor_ca().certificate,
         serial_number=serial,
         nonce=nonce,
-        now=now,
+        now=now or NOW,
     )
 
 
