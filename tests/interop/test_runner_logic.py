@@ -180,6 +180,24 @@ def test_judge_rules(tmp_path: Path) -> None:
     assert result == PASS and "no export from server" in reason
 
 
+def test_dtls12_passes_only_when_the_middlebox_saw_dtls_records(tmp_path: Path) -> None:
+    a = Implementation("a", ("client",), command="x")
+    b = Implementation("b", ("server",), command="y")
+    d = _judge_dir(tmp_path, "ab" * 32, "ab" * 32)
+
+    def audit(*records: dict[str, object]) -> None:
+        line = {"direction": "request", "variant": "current", "decision": "allow",
+                "summary": {"records": list(records)}}  # fmt: skip
+        (d / "audit.jsonl").write_text(json.dumps(line) + "\n")
+
+    audit({"type": "handshake", "length": 200, "epoch": 0, "seq": 0})
+    assert judge(TESTCASES["dtls12"], a, b, 0, d, True, 20)[0] == PASS
+    audit({"type": "handshake", "length": 200})  # a TLS record: the client did not run DTLS
+    assert judge(TESTCASES["dtls12"], a, b, 0, d, True, 20) == (
+        FAIL, "the middlebox saw a flight that is not DTLS records")  # fmt: skip
+    assert judge(TESTCASES["records"], a, b, 0, d, True, 20)[0] == PASS
+
+
 def test_tables_and_markdown_mark_openssl() -> None:
     impls = [Implementation("ours", ("client", "server"), command="x", openssl_based=True),
              Implementation("pure", ("client", "server"), command="y")]  # fmt: skip

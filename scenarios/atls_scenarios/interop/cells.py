@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
 
@@ -283,6 +283,18 @@ def run_cell(
             list(pool.map(lambda stop: stop(), stops))
 
 
+def _dtls_records(audit_line: dict[str, object]) -> bool:
+    """The audited flight is DTLS records: each record has an epoch and a sequence number.
+
+    An empty flight (an empty answer) has no record to judge and passes.
+    """
+    summary = audit_line.get("summary")
+    records: Any = summary.get("records", []) if isinstance(summary, dict) else []
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and "epoch" in r and "seq" in r for r in records
+    )
+
+
 def judge(
     tc: TestCase,
     client: Implementation,
@@ -323,6 +335,8 @@ def judge(
         return FAIL, f"middlebox saw variant(s) {sorted(variants)}, expected {tc.audit_variant}"
     if tc.policy_rules and not any(a.get("decision") == "fault" for a in audit):
         return FAIL, "the middlebox applied no fault (no ATLS flight matched)"
+    if tc.record_layer == "dtls" and not all(_dtls_records(a) for a in audit):
+        return FAIL, "the middlebox saw a flight that is not DTLS records"
     notes = []
     for side, value in (("client", client_export), ("server", server_export)):
         if value is None:

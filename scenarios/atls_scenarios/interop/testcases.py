@@ -26,6 +26,8 @@ class TestCase:
     forward_proxy: bool = False
     policy_rules: tuple[dict[str, Any], ...] = ()
     audit_variant: str = "current"
+    # "dtls": every flight the middlebox audited must be DTLS records (epoch and sequence)
+    record_layer: str = "tls"
     reserved: bool = False
 
     def policy(self) -> dict[str, Any]:
@@ -115,7 +117,13 @@ TESTCASES: dict[str, TestCase] = {
             "TLS 1.3, TLS_CHACHA20_POLY1305_SHA256 only; exports equal",
             compare_exports=True,
         ),
-        TestCase("dtls12", "reserved: DTLS 1.2 records in HTTP bodies", reserved=True),
+        TestCase(
+            "dtls12",
+            "DTLS 1.2 records in the HTTP bodies, mutual; exports equal, then one inner "
+            "request in DTLS application data answered 200",
+            compare_exports=True,
+            record_layer="dtls",
+        ),
     )
 }
 
