@@ -20,9 +20,15 @@ def test_quick_sections_write_ratios_memory_and_a_plot(tmp_path: Path):
     ):
         assert isinstance(document["ratios"][key], float) and document["ratios"][key] > 0
     assert document["memory"]["export_session_bytes"] > 0
+    parts = document["breakdown"]["export_data_64k_us"]
+    assert {"raw_aes_gcm", "rfc8188_key_schedule", "message_key", "body_copies", "other"} <= set(
+        parts
+    )
+    assert parts["total"] >= parts["raw_aes_gcm"] > 0
     assert (run_dir / "memory.png").read_bytes().startswith(b"\x89PNG")
     table = "\n".join(lines)
     assert "vs bare pyOpenSSL, TLS 1.3" in table and "target" in table
+    assert "key-export round trip at 64 KiB, CPU us: raw aes gcm" in table
 
 
 def test_an_unknown_section_is_a_usage_error(capsys):

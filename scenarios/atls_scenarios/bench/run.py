@@ -122,7 +122,7 @@ def _document(results: dict[str, Any], quick: bool) -> dict[str, Any]:
             "ms CPU",
         )
     if "protection" in results:
-        for label, data in results["protection"].items():
+        for label, data in results["protection"]["sizes"].items():
             figure(
                 f"export_data_vs_aesgcm_{label}",
                 f"key-export data vs raw AES-128-GCM, {_SIZES[label]} messages",
@@ -138,6 +138,8 @@ def _document(results: dict[str, Any], quick: bool) -> dict[str, Any]:
         "ratios": ratios,
         "figures": figures,
     }
+    if "protection" in results:
+        document["breakdown"] = {"export_data_64k_us": results["protection"]["breakdown_64k_us"]}
     if "memory" in results:
         mem = results["memory"]
         document["memory"] = {
@@ -192,6 +194,12 @@ def table(document: dict[str, Any]) -> str:
         lines.append(
             f"{f['figure']:<78} {f['value']:>10.2f} {f['baseline']:>10.2f} {f['unit']:<13} "
             f"{f['ratio']:>6.2f} {target:>7}"
+        )
+    parts = (document.get("breakdown") or {}).get("export_data_64k_us")
+    if parts:
+        lines.append(
+            "key-export round trip at 64 KiB, CPU us: "
+            + ", ".join(f"{name.replace('_', ' ')} {us:.1f}" for name, us in parts.items())
         )
     memory = document.get("memory")
     if memory:
