@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated sections: session,protection,memory,network,addon,fleet",
     )
     bench.add_argument("--out", type=Path, default=Path("reports/bench"))
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="network section: also profile the service (CPU per component, "
+        "service-profile.txt in the run folder)",
+    )
 
     demo = sub.add_parser("demo", help="start the service and do ATLS in both modes")
     demo.add_argument("--pki", type=Path, default=Path("pki"))
@@ -267,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(
                     f"unknown bench section {sorted(unknown)[0]!r}; use {', '.join(SECTIONS)}"
                 )
-            run(args.out, args.quick, only)
+            run(args.out, args.quick, only, profile=args.profile)
             return 0
         if args.command == "interop":
             return interop_runner.main(args)

@@ -145,6 +145,7 @@ class ServiceProcess(_Supervised):
     plain_http: bool = False
     extra_args: Sequence[str] = ()
     process: ManagedProcess | None = None
+    env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -165,7 +166,9 @@ class ServiceProcess(_Supervised):
         ]
         if self.plain_http:
             argv.append("--plain-http")
-        self.process = ManagedProcess("atls-service", argv, self.log_dir / "service.log")
+        self.process = ManagedProcess(
+            "atls-service", argv, self.log_dir / "service.log", env=self.env
+        )
         self.process.start()
         cafile = None if self.plain_http else str(self.pki / "vendor-ca.pem")
         process = self.process

@@ -166,7 +166,27 @@ def operator_token(path: Path) -> str:
     return token
 
 
+# Set to a file name, the whole run is profiled in CPU time (cProfile) and the
+# stats are written there at exit: how `atls-testbed bench --profile` shows
+# where the service's time goes.
+PROFILE_ENV = "ATLS_SERVICE_PROFILE"
+
+
 def main(argv: list[str] | None = None) -> int:
+    path = os.environ.get(PROFILE_ENV)
+    if not path:
+        return _main(argv)
+    import cProfile
+    import time
+
+    profiler = cProfile.Profile(time.process_time)
+    try:
+        return profiler.runcall(_main, argv)
+    finally:
+        profiler.dump_stats(path)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
@@ -247,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         loop="uvloop" if args.http == "httptools" else "asyncio",
         log_config=None,
         access_log=False,
+        ws="none",  # no WebSocket route: skip importing a WebSocket stack at start
         timeout_graceful_shutdown=5,
         # the limits live in the protocol subclass and the ASGI middleware, so they
         # hold with either parser (--http)

@@ -19,6 +19,7 @@ from atls.pki import PKIDirectory
 from atls_client.client import ATLSClient, CarrierSettings
 
 from ..processes import ServiceProcess
+from . import profile as service_profile
 from .measure import Samples, process_cpu, run_bounded
 
 
@@ -55,9 +56,14 @@ def _network_tls(pki: PKIDirectory, service: ServiceProcess, count: int, seconds
     return run_bounded(handshake, count, seconds, lambda: _service_cpu(service))
 
 
-def measure(pki: PKIDirectory, logs: Path, quick: bool) -> dict[str, object]:
+def measure(
+    pki: PKIDirectory, logs: Path, quick: bool, profile_dir: Path | None = None
+) -> dict[str, object]:
+    """The ratio, both latency distributions, the parsers; with ``profile_dir`` a profile."""
     count, seconds = (150, 12.0) if quick else (600, 40.0)
     out: dict[str, object] = {}
+    if profile_dir is not None:
+        out["profile_ms_per_handshake"] = _profile(pki, logs, count, seconds, profile_dir)
     for parser in ("httptools", "h11"):
         args = ["--network-client-auth", "optional", "--http", parser]
         with ServiceProcess(pki.root, logs / parser, extra_args=args) as service:
@@ -74,3 +80,16 @@ def measure(pki: PKIDirectory, logs: Path, quick: bool) -> dict[str, object]:
         out["atls_p50_ms"] = 1000 * atls.percentile(50)
         out["network_p50_ms"] = 1000 * network.percentile(50)
     return out
+
+
+def _profile(
+    pki: PKIDirectory, logs: Path, count: int, seconds: float, out_dir: Path
+) -> dict[str, float]:
+    """ATLS handshakes against a service that profiles itself; its CPU per component."""
+    stats = out_dir / "service.prof"  # kept: `python -m pstats` reads it
+    args = ["--network-client-auth", "optional", "--http", "httptools"]
+    env = {"ATLS_SERVICE_PROFILE": str(stats)}
+    with ServiceProcess(pki.root, logs / "profile", extra_args=args, env=env) as service:
+        samples = _atls(pki, service, count, seconds)
+    # +1: the warm-up handshake _atls runs before its timed ones
+    return service_profile.summarize(stats, samples.count + 1, out_dir / "service-profile.txt")

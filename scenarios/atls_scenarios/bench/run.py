@@ -29,8 +29,17 @@ TARGETS = {
 }
 
 
-def run(out_root: Path, quick: bool, only: set[str], say: Callable[[str], None] = print) -> Path:
-    """Measure, print and write; return the run's folder."""
+def run(
+    out_root: Path,
+    quick: bool,
+    only: set[str],
+    say: Callable[[str], None] = print,
+    profile: bool = False,
+) -> Path:
+    """Measure, print and write; return the run's folder.
+
+    ``profile``: the network section also profiles the service (service-profile.txt).
+    """
     run_dir = out_root / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     openssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
@@ -45,7 +54,9 @@ def run(out_root: Path, quick: bool, only: set[str], say: Callable[[str], None] 
             "session": lambda: session.measure(pki, quick),
             "protection": lambda: protection.measure(quick),
             "memory": lambda: memory.measure(pki, quick),
-            "network": lambda: network.measure(pki, root / "logs", quick),
+            "network": lambda: network.measure(
+                pki, root / "logs", quick, run_dir if profile else None
+            ),
             "addon": lambda: addon.measure(pki, root / "addon", quick),
             "fleet": lambda: fleet.measure(root / "fleet", quick),
         }
@@ -159,6 +170,10 @@ def _document(results: dict[str, Any], quick: bool) -> dict[str, Any]:
             }
             for size, f in results["fleet"].items()
         }
+    if "network" in results and "profile_ms_per_handshake" in results["network"]:
+        document["service_profile_ms_per_handshake"] = results["network"][
+            "profile_ms_per_handshake"
+        ]
     if "network" in results:
         document["latency_ms"] = {
             "atls_p50": round(results["network"]["atls_p50_ms"], 2),
@@ -200,6 +215,17 @@ def table(document: dict[str, Any]) -> str:
         lines.append(
             "key-export round trip at 64 KiB, CPU us: "
             + ", ".join(f"{name.replace('_', ' ')} {us:.1f}" for name, us in parts.items())
+        )
+    shares = document.get("service_profile_ms_per_handshake")
+    if shares:
+        total = sum(shares.values()) or 1.0
+        lines.append(
+            "service CPU per ATLS handshake under cProfile, by component: "
+            + ", ".join(
+                f"{name.replace('_', ' ')} {100 * ms / total:.0f}%"
+                for name, ms in sorted(shares.items(), key=lambda kv: -kv[1])
+            )
+            + f" (of {total:.2f} ms with the profiler on)"
         )
     memory = document.get("memory")
     if memory:
