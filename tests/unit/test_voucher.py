@@ -225,6 +225,7 @@ def test_a_pinned_signer_refuses_every_other_signer(pki, domain_ca, nonce):
             vendor_anchor=pki.vendor_ca().certificate,
             serial_number="device-0001",
             nonce=nonce,
+            now=NOW,
             signer_pin=good.certificate,
         )
     pinned_ok = sign_voucher(_voucher(domain_ca, nonce), good)
@@ -233,6 +234,7 @@ def test_a_pinned_signer_refuses_every_other_signer(pki, domain_ca, nonce):
         vendor_anchor=pki.vendor_ca().certificate,
         serial_number="device-0001",
         nonce=nonce,
+        now=NOW,
         signer_pin=good.certificate,
     )
 
