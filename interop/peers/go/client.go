@@ -63,7 +63,11 @@ func runClient(tc testCase) int {
 	for attempt := 0; ; attempt++ {
 		s := &clientSession{tc: tc, cfg: cfg, url: base + carrierPath(tc), deadline: deadline,
 			http: &http.Client{Transport: transport}}
-		err := s.run()
+		run := s.run
+		if tc.dtls {
+			run = s.runDTLS
+		}
+		err := run()
 		if err == nil {
 			return exitOK
 		}

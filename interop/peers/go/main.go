@@ -1,5 +1,6 @@
-// Command atls-go is the Go crypto/tls ATLS interop peer (interop/CONTRACT.md):
-// TLS runs over an in-memory net.Conn whose bytes travel in HTTP POST bodies.
+// Command atls-go is the Go ATLS interop peer (interop/CONTRACT.md): crypto/tls,
+// or pion/dtls v2 in dtls12, runs over an in-memory net.Conn whose bytes travel
+// in HTTP POST bodies.
 package main
 
 import (
@@ -33,6 +34,7 @@ type testCase struct {
 	records                bool // send one inner request after the handshake
 	draft00                bool
 	chacha                 bool
+	dtls                   bool // DTLS 1.2 records (pion/dtls) instead of crypto/tls
 }
 
 var testCases = map[string]testCase{
@@ -48,17 +50,18 @@ var testCases = map[string]testCase{
 	"flight-loss":            {},
 	"corruption":             {},
 	"chacha20":               {minVersion: tls.VersionTLS13, maxVersion: tls.VersionTLS13, chacha: true},
+	"dtls12":                 {dtls: true, records: true},
 }
 
 func main() {
 	role := os.Getenv("ROLE")
 	name := os.Getenv("TESTCASE")
 	tc, ok := testCases[name]
-	if name == "dtls12" {
-		unsupported("Go crypto/tls has no DTLS")
-	}
 	if !ok {
 		unsupported(fmt.Sprintf("test case %q is not implemented by the go peer", name))
+	}
+	if tc.dtls && dtlsMissing != "" {
+		unsupported(dtlsMissing)
 	}
 	if tc.minVersion == 0 {
 		tc.minVersion, tc.maxVersion = tls.VersionTLS12, tls.VersionTLS13
@@ -141,6 +144,15 @@ func writeExport(cs tls.ConnectionState, tc testCase) error {
 	ekm, err := cs.ExportKeyingMaterial(exporterLabel, context, exportLength)
 	if err != nil {
 		return fmt.Errorf("exporter: %w", err)
+	}
+	return writeExportHex(ekm)
+}
+
+// writeExportHex writes exported keying material to EXPORT_FILE, atomically.
+func writeExportHex(ekm []byte) error {
+	path := os.Getenv("EXPORT_FILE")
+	if path == "" {
+		return nil
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(ekm)+"\n"), 0o644); err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,7 +27,10 @@ const (
 	maxSessions     = 512
 	idleTTL         = 60 * time.Second
 	exchangeTimeout = 10 * time.Second
-	innerResponse   = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello from go"
+	// DTLS: how long an answer waits for a complete flight once the stack has
+	// read all input; it runs out only for input that needs no answer.
+	dtlsIdleGrace = time.Second
+	innerResponse = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello from go"
 )
 
 type server struct {
@@ -37,8 +41,8 @@ type server struct {
 	sessions map[string]*serverSession
 }
 
-// serverSession is one ATLS session: a tls.Server goroutine over a memConn,
-// driven one carrier message at a time.
+// serverSession is one ATLS session: a tls.Server (or pion dtls.Server)
+// goroutine over a memConn, driven one carrier message at a time.
 type serverSession struct {
 	mu       sync.Mutex // serialises carrier messages of this session
 	conn     *memConn
@@ -119,6 +123,12 @@ func (sv *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusBadRequest, "session", "No ClientHello", "a POST without the session cookie must carry a ClientHello", nil)
 		return
 	}
+	if sv.tc.dtls {
+		if _, err := splitRecords(body); err != nil {
+			problem(w, http.StatusBadRequest, "not-dtls", "Not DTLS Records", err.Error(), nil)
+			return
+		}
+	}
 	token, s, isNew, err := sv.session(r)
 	if err != nil {
 		status := http.StatusBadRequest
@@ -169,7 +179,11 @@ func (sv *server) session(r *http.Request) (string, *serverSession, bool, error)
 		return "", nil, false, err
 	}
 	token := hex.EncodeToString(raw)
-	s := &serverSession{conn: newMemConn(), exited: make(chan error, 1), lastUsed: time.Now()}
+	conn := newMemConn()
+	if sv.tc.dtls {
+		conn = newDatagramConn()
+	}
+	s := &serverSession{conn: conn, exited: make(chan error, 1), lastUsed: time.Now()}
 	sv.mu.Lock()
 	if len(sv.sessions) >= maxSessions {
 		sv.mu.Unlock()
@@ -207,6 +221,9 @@ func (sv *server) janitor() {
 // serve is the TLS side of one session: handshake, export, then answer inner
 // HTTP/1.1 requests (records mode) with a fixed response.
 func (sv *server) serve(conn *memConn) error {
+	if sv.tc.dtls {
+		return sv.serveDTLS(conn)
+	}
 	tconn := tls.Server(conn, sv.cfg)
 	if err := tconn.Handshake(); err != nil {
 		return err
@@ -255,11 +272,23 @@ func (s *serverSession) exchange(body []byte) ([]byte, error) {
 			return nil, errors.New("TLS did not ask for input in time")
 		}
 	}
+	if s.conn.tracker != nil {
+		select { // a stale signal would end the answer before the input is read
+		case <-s.conn.flights:
+		default:
+		}
+	}
 	select {
 	case s.conn.feed <- body:
 		s.parked = false
+	case err := <-s.exited: // a DTLS reader can stop between want and feed
+		s.over = true
+		return s.conn.takeOut(), endError(err)
 	case <-timer.C:
 		return nil, errors.New("TLS did not take input in time")
+	}
+	if s.conn.tracker != nil {
+		return s.answerDatagrams(timer)
 	}
 	// the goroutine now either wants more (answer with what it wrote) or ends
 	select {
@@ -271,6 +300,43 @@ func (s *serverSession) exchange(body []byte) ([]byte, error) {
 		return s.conn.takeOut(), endError(err)
 	case <-timer.C:
 		return nil, errors.New("TLS did not answer in time")
+	}
+}
+
+// answerDatagrams waits for the DTLS answer to a fed flight: pion's reader
+// parks (want) as soon as it has read the input, while its handshake
+// goroutine, or the inner server, is still writing the answer; the answer is
+// complete when a write completes a flight. When the reader is idle and no
+// flight comes within dtlsIdleGrace (input that needs no answer, such as a
+// retransmitted copy) the answer is what was written, possibly nothing.
+func (s *serverSession) answerDatagrams(timer *time.Timer) ([]byte, error) {
+	var idle <-chan time.Time
+	for {
+		select {
+		case <-s.conn.flights:
+			out := s.conn.takeOut()
+			if _, fatal, _ := dtlsAlert(out); fatal { // the session ends with it
+				select {
+				case err := <-s.exited:
+					s.over = true
+					return out, endError(err)
+				case <-time.After(time.Second):
+				}
+			}
+			return out, nil
+		case <-s.conn.want:
+			s.parked = true
+			if idle == nil {
+				idle = time.After(dtlsIdleGrace)
+			}
+		case <-idle:
+			return s.conn.takeOut(), nil
+		case err := <-s.exited:
+			s.over = true
+			return s.conn.takeOut(), endError(err)
+		case <-timer.C:
+			return nil, errors.New("DTLS did not answer in time")
+		}
 	}
 }
 
@@ -298,18 +364,26 @@ func alertName(err error, out []byte) string {
 	if msg := err.Error(); strings.HasPrefix(msg, remote) {
 		return strings.ReplaceAll(strings.TrimPrefix(msg, remote), " ", "_")
 	}
+	if m := pionAlert.FindStringSubmatch(err.Error()); m != nil { // pion: "alert: Alert Fatal: BadCertificate"
+		return strings.ToLower(camelHump.ReplaceAllString(m[1], "${1}_${2}"))
+	}
 	if len(out) == 7 && out[0] == 21 && out[1] == 3 && out[3] == 0 && out[4] == 2 {
 		if name, ok := alertNames[out[6]]; ok {
 			return name
 		}
 	}
-	return ""
+	return dtlsAlertName(out)
 }
+
+var (
+	pionAlert = regexp.MustCompile(`alert: Alert (?:Fatal|Warning): ([A-Za-z]+)`)
+	camelHump = regexp.MustCompile(`([a-z])([A-Z])`)
+)
 
 var alertNames = map[byte]string{
 	10: "unexpected_message", 20: "bad_record_mac", 40: "handshake_failure", 42: "bad_certificate",
 	43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired",
-	46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca", 50: "decode_error",
+	41: "no_certificate", 46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca", 50: "decode_error",
 	51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security", 80: "internal_error",
 	109: "missing_extension", 116: "certificate_required", 120: "no_application_protocol",
 }
