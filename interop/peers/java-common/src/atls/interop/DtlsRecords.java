@@ -2,8 +2,10 @@ package atls.interop;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Set;
 
 /**
  * DTLS 1.2 records in HTTP bodies (interop/CONTRACT.md, {@code dtls12}): a body
@@ -16,7 +18,7 @@ public final class DtlsRecords {
     /** The largest record a peer may send: 2^14 plaintext plus 2,048 of expansion (RFC 6347 4.1). */
     public static final int MAX_RECORD = HEADER + (1 << 14) + 2048;
 
-    private static final int HANDSHAKE = 22;
+    private static final int CHANGE_CIPHER_SPEC = 20, HANDSHAKE = 22;
     private static final int CLIENT_HELLO = 1, HELLO_VERIFY_REQUEST = 3;
 
     private DtlsRecords() {}
@@ -85,5 +87,40 @@ public final class DtlsRecords {
 
     private static int epoch(byte[] record) {
         return u16(record, 3);
+    }
+
+    /**
+     * Recognises a stack's retransmissions among the records it sends. Over
+     * HTTP every flight is answered in the response, so a flight sent again on
+     * a retransmission timer is only noise (the contract lets a stack resend;
+     * the receiver's replay window drops the copies): a handshake fragment
+     * already sent in epoch 0 (same message_seq and fragment range), a second
+     * ChangeCipherSpec, or a second encrypted handshake record (the Finished:
+     * DTLS 1.2 without renegotiation sends one per connection). Alerts and
+     * application data always pass.
+     */
+    public static final class Retransmissions {
+        private final Set<String> fragments = new HashSet<>();
+        private boolean ccsSent, finishedSent;
+
+        /** True when the record only repeats one sent before (the caller drops it). */
+        public boolean isCopy(byte[] record) {
+            if (record.length < HEADER) return false;
+            int type = record[0];
+            if (type == CHANGE_CIPHER_SPEC) {
+                boolean copy = ccsSent;
+                ccsSent = true;
+                return copy;
+            }
+            if (type != HANDSHAKE) return false;
+            if (epoch(record) != 0) {
+                boolean copy = finishedSent;
+                finishedSent = true;
+                return copy;
+            }
+            if (record.length < HEADER + 12) return false;
+            // message_seq (2), fragment_offset (3), fragment_length (3) of the handshake header
+            return !fragments.add(HexFormat.of().formatHex(record, HEADER + 4, HEADER + 12));
+        }
     }
 }
