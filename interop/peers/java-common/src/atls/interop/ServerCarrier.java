@@ -23,6 +23,7 @@ final class ServerCarrier {
     private static final int MAX_FLIGHT = 64 * 1024;
     private static final int MAX_SESSIONS = 512;
     private static final long IDLE_MS = 60_000;
+    private static final long HELLO_MS = 20_000; // a client answers a HelloVerifyRequest within its 20 s
     private static final Pattern COOKIE = Pattern.compile("(?:^|;\\s*)atls_session=([^;]*)");
 
     /** One ATLS session: a TLS engine fed one carrier message at a time. */
@@ -41,6 +42,10 @@ final class ServerCarrier {
     private final TestCase tc;
     private final Certs certs;
     private final Map<String, Session> sessions = new ConcurrentHashMap<>();
+    // DTLS: engines that sent a HelloVerifyRequest, by client random, for the second
+    // ClientHello (no session cookie). JSSE needs it: its cookie exchange is stateful
+    // (a fresh SSLEngine ignores a ClientHello with message_seq 1).
+    private final Map<String, Session> helloVerified = new ConcurrentHashMap<>();
     private final SecureRandom random = new SecureRandom();
     private final String innerResponse;
 
@@ -87,6 +92,11 @@ final class ServerCarrier {
             if (old) e.getValue().engine.close();
             return old;
         });
+        helloVerified.entrySet().removeIf(e -> {
+            boolean old = now - e.getValue().lastUsed > HELLO_MS;
+            if (old) e.getValue().engine.close();
+            return old;
+        });
     }
 
     private void handle(HttpExchange ex) throws IOException {
@@ -122,20 +132,22 @@ final class ServerCarrier {
             }
             Session s;
             boolean isNew = token == null;
+            String hello = isNew && tc.dtls ? DtlsRecords.clientRandom(body) : null;
             if (isNew) {
                 if (body.length == 0) {
                     problem(ex, 400, "session", "No ClientHello", "a POST without the session cookie must carry a ClientHello", null);
                     return;
                 }
-                if (sessions.size() >= MAX_SESSIONS) {
+                if (sessions.size() + helloVerified.size() >= MAX_SESSIONS) {
                     problem(ex, 503, "session", "Too Many Sessions", "try again later", null);
                     return;
                 }
                 byte[] raw = new byte[16];
                 random.nextBytes(raw);
                 token = HexFormat.of().formatHex(raw);
-                s = new Session(stack.newServer(tc, certs));
-                sessions.put(token, s);
+                Session verified = hello == null ? null : helloVerified.remove(hello);
+                // kept once it answered (below)
+                s = verified != null ? verified : new Session(stack.newServer(tc, certs));
             } else {
                 s = sessions.get(token);
                 if (s == null) {
@@ -157,9 +169,30 @@ final class ServerCarrier {
                     if (f.flight.length > 0) extra.put("tls_flight", Base64.getEncoder().encodeToString(f.flight));
                     problem(ex, 400, "tls-alert", "TLS rejected the flight", String.valueOf(f.getMessage()), extra);
                     return;
+                } catch (IOException | RuntimeException e) { // the stack failed otherwise (e.g. timed out)
+                    sessions.remove(token);
+                    s.engine.close();
+                    throw e;
                 }
             }
-            if (isNew) ex.getResponseHeaders().set("Set-Cookie", "atls_session=" + token + "; Path=/");
+            if (isNew && tc.dtls && out.length == 0) { // DTLS drops what it cannot use, silently
+                s.engine.close();
+                problem(ex, 400, "session", "No ClientHello", "the first flight held no usable DTLS ClientHello", null);
+                return;
+            }
+            if (isNew && tc.dtls && DtlsRecords.isHelloVerifyRequest(out)) {
+                // RFC 6347 4.2.1: no session yet (no Set-Cookie); the second ClientHello
+                // comes without a session cookie and goes to the engine that asked for it
+                if (hello != null && helloVerified.size() < MAX_SESSIONS) {
+                    helloVerified.put(hello, s);
+                } else {
+                    s.engine.close();
+                }
+                Peer.log("HelloVerifyRequest sent; no session cookie");
+            } else if (isNew) {
+                sessions.put(token, s);
+                ex.getResponseHeaders().set("Set-Cookie", "atls_session=" + token + "; Path=/");
+            }
             ex.getResponseHeaders().set("Content-Type", media); // answer in the form we were asked in
             ex.sendResponseHeaders(200, out.length == 0 ? -1 : out.length);
             if (out.length > 0) {

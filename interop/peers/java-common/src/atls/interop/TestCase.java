@@ -10,9 +10,16 @@ public final class TestCase {
     public final String name;
     public final String minVersion, maxVersion;
     public final boolean emptyContext, records, draft00, chacha, exporterCase;
+    /** DTLS 1.2 records in the bodies (min/max then say TLS 1.2, the version DTLS 1.2 is built on). */
+    public final boolean dtls;
 
     private TestCase(String name, String min, String max, boolean emptyContext, boolean records,
                      boolean draft00, boolean chacha, boolean exporterCase) {
+        this(name, min, max, emptyContext, records, draft00, chacha, exporterCase, false);
+    }
+
+    private TestCase(String name, String min, String max, boolean emptyContext, boolean records,
+                     boolean draft00, boolean chacha, boolean exporterCase, boolean dtls) {
         this.name = name;
         this.minVersion = min;
         this.maxVersion = max;
@@ -21,6 +28,7 @@ public final class TestCase {
         this.draft00 = draft00;
         this.chacha = chacha;
         this.exporterCase = exporterCase;
+        this.dtls = dtls;
     }
 
     private static TestCase of(String name, String min, String max) {
@@ -40,7 +48,9 @@ public final class TestCase {
         Map.entry("proxy", of("proxy", TLS12, TLS13)),
         Map.entry("flight-loss", of("flight-loss", TLS12, TLS13)),
         Map.entry("corruption", of("corruption", TLS12, TLS13)),
-        Map.entry("chacha20", new TestCase("chacha20", TLS13, TLS13, false, false, false, true, false)));
+        Map.entry("chacha20", new TestCase("chacha20", TLS13, TLS13, false, false, false, true, false)),
+        // DTLS 1.2, mutual; then one inner request as in records
+        Map.entry("dtls12", new TestCase("dtls12", TLS12, TLS12, false, true, false, false, false, true)));
 
     /** The named test case, or null when unknown. */
     public static TestCase named(String name) {

@@ -1,6 +1,7 @@
 package atls.interop.jsse;
 
 import atls.interop.Certs;
+import atls.interop.DtlsRecords;
 import atls.interop.Peer;
 import atls.interop.Stack;
 import atls.interop.TestCase;
@@ -11,6 +12,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.security.KeyStore;
 import java.security.cert.Certificate;
+import java.util.ArrayDeque;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -28,9 +30,18 @@ import javax.net.ssl.TrustManagerFactory;
  * Java 17 JSSE peer: SSLEngine wrap/unwrap over byte buffers, as in the
  * draft-00 Appendix B.2 proof of concept. JDK 17 has no keying material
  * exporter, so exporter test cases exit 127 and EXPORT_FILE is never written.
+ * dtls12: a "DTLS" SSLContext's SSLEngine, fed one record (datagram) per
+ * unwrap; its server always answers a ClientHello without a valid cookie with
+ * a HelloVerifyRequest (JSSE has no switch for that), keyed by the context's
+ * cookie secret, so one SSLContext serves every session of the process.
  */
 public final class JssePeer implements Stack {
     private static final char[] PASSWORD = "atls".toCharArray();
+    private static final String DTLS12 = "DTLSv1.2";
+
+    // one DTLS context for the whole process: a server's HelloVerifyRequest cookies
+    // are made and checked with the context's secret (TLS: a fresh context per engine)
+    private SSLContext dtlsContext;
 
     public static void main(String[] args) {
         Peer.main(new JssePeer());
@@ -49,8 +60,14 @@ public final class JssePeer implements Stack {
         return null;
     }
 
+    private synchronized SSLContext context(Certs certs, boolean dtls) throws Exception {
+        if (!dtls) return newContext(certs, "TLS");
+        if (dtlsContext == null) dtlsContext = newContext(certs, "DTLS");
+        return dtlsContext;
+    }
+
     /** An SSLContext holding CERTS: our identity (if any) and the one trust anchor. */
-    private static SSLContext context(Certs certs) throws Exception {
+    private static SSLContext newContext(Certs certs, String protocol) throws Exception {
         KeyStore trust = KeyStore.getInstance("PKCS12");
         trust.load(null, null);
         trust.setCertificateEntry("ca", certs.ca);
@@ -64,12 +81,18 @@ public final class JssePeer implements Stack {
             kmf = KeyManagerFactory.getInstance("PKIX");
             kmf.init(keys, PASSWORD);
         }
-        SSLContext ctx = SSLContext.getInstance("TLS");
+        SSLContext ctx = SSLContext.getInstance(protocol);
         ctx.init(kmf == null ? null : kmf.getKeyManagers(), tmf.getTrustManagers(), null);
         return ctx;
     }
 
     private static void configure(SSLParameters p, TestCase tc) {
+        if (tc.dtls) {
+            p.setProtocols(new String[] {DTLS12});
+            p.setMaximumPacketSize(DtlsRecords.MTU); // fragment handshake messages to the contract's MTU
+            p.setEnableRetransmissions(false);       // HTTP answers every flight
+            return;
+        }
         p.setProtocols(tc.minVersion.equals(tc.maxVersion)
             ? new String[] {tc.minVersion} : new String[] {TestCase.TLS13, TestCase.TLS12});
         if (tc.chacha) p.setCipherSuites(new String[] {TestCase.CHACHA});
@@ -77,7 +100,7 @@ public final class JssePeer implements Stack {
 
     @Override
     public TlsEngine newClient(TestCase tc, Certs certs) throws Exception {
-        SSLEngine engine = context(certs).createSSLEngine(certs.serverName, 443);
+        SSLEngine engine = context(certs, tc.dtls).createSSLEngine(certs.serverName, 443);
         engine.setUseClientMode(true);
         SSLParameters p = engine.getSSLParameters();
         configure(p, tc);
@@ -86,20 +109,20 @@ public final class JssePeer implements Stack {
             p.setServerNames(List.of(new SNIHostName(certs.serverName)));
         }
         engine.setSSLParameters(p);
-        Engine e = new Engine(engine);
+        Engine e = new Engine(engine, tc.dtls);
         e.start();
         return e;
     }
 
     @Override
     public TlsEngine newServer(TestCase tc, Certs certs) throws Exception {
-        SSLEngine engine = context(certs).createSSLEngine();
+        SSLEngine engine = context(certs, tc.dtls).createSSLEngine();
         engine.setUseClientMode(false);
         SSLParameters p = engine.getSSLParameters();
         configure(p, tc);
         p.setNeedClientAuth(true); // every test case is mutual
         engine.setSSLParameters(p);
-        Engine e = new Engine(engine);
+        Engine e = new Engine(engine, tc.dtls);
         e.start();
         return e;
     }
@@ -109,13 +132,16 @@ public final class JssePeer implements Stack {
         // JSSE names the alert as "(name) why" (ours) or "Received fatal alert: name" (theirs)
         private static final Pattern ALERT = Pattern.compile("^\\(([a-z_]+)\\)|alert: ([a-z_]+)");
         private final SSLEngine engine;
-        private ByteBuffer netIn;                 // carrier bytes not yet unwrapped (write mode)
+        private final boolean datagram;           // DTLS: one record per unwrap, from datagrams
+        private final ArrayDeque<ByteBuffer> datagrams = new ArrayDeque<>();
+        private ByteBuffer netIn;                 // TLS: carrier bytes not yet unwrapped (write mode)
         private final ByteArrayOutputStream netOut = new ByteArrayOutputStream();
         private final ByteArrayOutputStream appIn = new ByteArrayOutputStream();
         private boolean finished;
 
-        Engine(SSLEngine engine) {
+        Engine(SSLEngine engine, boolean datagram) {
             this.engine = engine;
+            this.datagram = datagram;
             this.netIn = ByteBuffer.allocate(engine.getSession().getPacketBufferSize());
         }
 
@@ -164,7 +190,9 @@ public final class JssePeer implements Stack {
                     while ((task = engine.getDelegatedTask()) != null) task.run();
                 } else if (hs == HandshakeStatus.NEED_WRAP) {
                     if (wrap(ByteBuffer.allocate(0)).bytesProduced() == 0 && engine.isOutboundDone()) return;
-                } else if (netIn.position() > 0 || hs == HandshakeStatus.NEED_UNWRAP_AGAIN) {
+                } else if (datagram && (!datagrams.isEmpty() || hs == HandshakeStatus.NEED_UNWRAP_AGAIN)) {
+                    unwrapDatagram(hs);
+                } else if (!datagram && (netIn.position() > 0 || hs == HandshakeStatus.NEED_UNWRAP_AGAIN)) {
                     SSLEngineResult r = unwrap();
                     if (r.getStatus() == SSLEngineResult.Status.BUFFER_UNDERFLOW) return; // wait for more bytes
                     if (r.getStatus() == SSLEngineResult.Status.CLOSED) return;
@@ -210,12 +238,40 @@ public final class JssePeer implements Stack {
             }
         }
 
+        /**
+         * DTLS: unwrap the next datagram (one record), or with NEED_UNWRAP_AGAIN
+         * let the engine take the messages it buffered. A record the engine
+         * cannot use is dropped (DTLS drops, it does not fail), so every call
+         * consumes one datagram or makes progress.
+         */
+        private void unwrapDatagram(HandshakeStatus hs) throws IOException {
+            boolean again = hs == HandshakeStatus.NEED_UNWRAP_AGAIN;
+            ByteBuffer src = again ? ByteBuffer.allocate(0) : datagrams.peek();
+            ByteBuffer app = ByteBuffer.allocate(engine.getSession().getApplicationBufferSize());
+            while (true) {
+                SSLEngineResult r = engine.unwrap(src, app);
+                if (r.getStatus() == SSLEngineResult.Status.BUFFER_OVERFLOW) {
+                    app = ByteBuffer.allocate(app.capacity() * 2);
+                    continue;
+                }
+                note(r);
+                appIn.write(app.array(), 0, app.position());
+                if (!again && (!src.hasRemaining() || r.bytesConsumed() == 0)) datagrams.poll();
+                return;
+            }
+        }
+
         private void note(SSLEngineResult r) {
             if (r.getHandshakeStatus() == HandshakeStatus.FINISHED) finished = true;
         }
 
         @Override
         public void offer(byte[] in) throws IOException {
+            if (datagram) {
+                for (byte[] record : DtlsRecords.split(in)) datagrams.add(ByteBuffer.wrap(record));
+                guard(this::pump);
+                return;
+            }
             if (netIn.remaining() < in.length) { // grow: a flight may hold several records
                 ByteBuffer bigger = ByteBuffer.allocate(netIn.position() + in.length);
                 netIn.flip();
