@@ -35,7 +35,8 @@ const char *engine_stack_version(void)
 
 const char *engine_unsupported(const atls_cfg *cfg)
 {
-    (void)cfg;
+    if (cfg->dtls)
+        return "dtls12: DTLS is not wired into this peer yet";
     return NULL;
 }
 
@@ -130,8 +131,9 @@ static int keylog_cb(gnutls_session_t s, const char *label, const gnutls_datum_t
     return 0;
 }
 
-atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
+atls_conn *conn_new(atls_engine *e, const char *peer, char *err, size_t errlen)
 {
+    (void)peer;
     int r;
     atls_conn *c = calloc(1, sizeof(*c));
     if (!c) {

@@ -61,6 +61,8 @@ const char *engine_stack_version(void)
 
 const char *engine_unsupported(const atls_cfg *cfg)
 {
+    if (cfg->dtls)
+        return "dtls12: DTLS is not wired into this peer yet";
     if (cfg->chacha_only)
         return "chacha20 needs TLS 1.3 (TLS_CHACHA20_POLY1305_SHA256); mbedTLS 2.28 has no TLS 1.3 "
                "(MBEDTLS_SSL_PROTO_TLS1_3_EXPERIMENTAL is off in Debian's 2.28.3 and incomplete in 2.28)";
@@ -194,8 +196,9 @@ static int bio_recv(void *ud, unsigned char *buf, size_t len)
     return (int)abuf_get(&c->in, buf, len);
 }
 
-atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
+atls_conn *conn_new(atls_engine *e, const char *peer, char *err, size_t errlen)
 {
+    (void)peer;
     int r;
     atls_conn *c = calloc(1, sizeof(*c));
     if (!c) {

@@ -39,7 +39,8 @@ const char *engine_stack_version(void)
 
 const char *engine_unsupported(const atls_cfg *cfg)
 {
-    (void)cfg;
+    if (cfg->dtls)
+        return "dtls12: DTLS is not wired into this peer yet";
     return NULL;
 }
 
@@ -167,8 +168,9 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *ud)
     return sz;
 }
 
-atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
+atls_conn *conn_new(atls_engine *e, const char *peer, char *err, size_t errlen)
 {
+    (void)peer;
     atls_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         snprintf(err, errlen, "out of memory");
