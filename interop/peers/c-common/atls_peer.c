@@ -152,6 +152,12 @@ int dtls_check_records(const unsigned char *p, size_t n, char *why, size_t whyle
     return 0;
 }
 
+int dtls_is_hello_verify(const unsigned char *p, size_t n)
+{
+    size_t r = dtls_record_len(p, n);
+    return r > ATLS_DTLS_HEADER && p[0] == 22 && p[3] == 0 && p[4] == 0 && p[ATLS_DTLS_HEADER] == 3;
+}
+
 size_t atls_pull(abuf *in, int dtls, void *dst, size_t cap)
 {
     if (!dtls)
@@ -621,10 +627,6 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
                 send_alert(car, conn);
                 goto out;
             }
-            if (r == ATLS_HELLO_VERIFY) {
-                reason_("TLS engine: a client cannot send a HelloVerifyRequest");
-                goto out;
-            }
             done = r;
         } else {
             int r = conn_read(conn, &app);
@@ -947,12 +949,6 @@ static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_
     int keep_nothing = 0;
     if (!s->done) {
         int r = conn_handshake(s->conn);
-        if (r == ATLS_HELLO_VERIFY) {
-            /* contract: a HelloVerifyRequest keeps nothing (no Set-Cookie); the ClientHello
-             * that returns the DTLS cookie comes without an atls_session cookie */
-            keep_nothing = is_new;
-            r = 0;
-        }
         if (r < 0) {
             char detail[600], alert[64] = "";
             snprintf(detail, sizeof(detail), "%s", conn_error(s->conn));
@@ -1003,9 +999,12 @@ static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_
         session_drop(s);
         return problem(mc, 500, "internal", "TLS output failed", why, NULL);
     }
-    if (keep_nothing)
+    /* contract: a HelloVerifyRequest keeps nothing (no Set-Cookie); the ClientHello that
+     * returns the DTLS cookie comes without an atls_session cookie */
+    if (S.cfg->dtls && is_new && !s->done && dtls_is_hello_verify(out.p + out.off, abuf_avail(&out))) {
+        keep_nothing = 1;
         logf_("session %.8s...: HelloVerifyRequest (%zu bytes), nothing kept", s->token, abuf_avail(&out));
-    else if (S.cfg->dtls && is_new && !s->done && abuf_avail(&out) == 0) {
+    } else if (S.cfg->dtls && is_new && !s->done && abuf_avail(&out) == 0) {
         keep_nothing = 1; /* DTLS dropped the hello (as ours does): no session for nothing */
         logf_("session %.8s...: the ClientHello was dropped, nothing kept", s->token);
     }

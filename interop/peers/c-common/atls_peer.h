@@ -72,10 +72,12 @@ void conn_free(atls_conn *c);
  * with dtls_check_records); engines keep them (abuf_put_said) and hand them to their stack
  * one record per datagram (atls_pull). 0 / -1 */
 int conn_feed(atls_conn *c, const unsigned char *data, size_t n);
-/* Drive the handshake: 1 complete, 0 needs more input, -1 failed (conn_error);
- * ATLS_HELLO_VERIFY (DTLS server): the output is a HelloVerifyRequest and the session
- * holds nothing: the carrier sends it without a session cookie and drops the session. */
-#define ATLS_HELLO_VERIFY 2
+/* Drive the handshake: 1 complete, 0 needs more input, -1 failed (conn_error).
+ * DTLS server: when a new session's output is a HelloVerifyRequest (dtls_is_hello_verify)
+ * the carrier sends it without a session cookie and drops the session, as the contract
+ * says; the ClientHello that returns the DTLS cookie then reaches a fresh session, so an
+ * engine that sends HelloVerifyRequests must verify cookies without state (a secret
+ * shared by all its sessions, bound to the peer given to conn_new). */
 int conn_handshake(atls_conn *c);
 /* Move all pending TLS output into out: 0 / -1. DTLS: whole records only. */
 int conn_take(atls_conn *c, abuf *out);
@@ -103,6 +105,8 @@ void hex_encode(const unsigned char *in, size_t n, char *out /* 2n+1 */);
 size_t dtls_record_len(const unsigned char *p, size_t n);
 /* 0 when data is one or more whole DTLS records, else -1 with the reason in why. */
 int dtls_check_records(const unsigned char *p, size_t n, char *why, size_t whylen);
+/* 1 when the flight at p starts with a HelloVerifyRequest (epoch 0 handshake type 3). */
+int dtls_is_hello_verify(const unsigned char *p, size_t n);
 /* Engines' transport read: TLS: up to cap bytes; DTLS: one record, as one datagram (a
  * record over cap is cut, as UDP cuts a datagram, and the stack drops it). 0: nothing. */
 size_t atls_pull(abuf *in, int dtls, void *dst, size_t cap);

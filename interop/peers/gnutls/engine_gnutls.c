@@ -266,7 +266,7 @@ static int listen_step(atls_conn *c)
         snprintf(c->err, sizeof(c->err), "gnutls_dtls_cookie_send: %s", gnutls_strerror(r));
         return -1;
     }
-    return ATLS_HELLO_VERIFY;
+    return 0; /* the carrier sends it and drops this session */
 }
 
 int conn_handshake(atls_conn *c)

@@ -315,8 +315,8 @@ static void set_failure(atls_conn *c, int ret, const char *what)
 }
 
 /* DTLS server: a ClientHello without a valid cookie gets a HelloVerifyRequest and leaves
- * nothing behind. 1: a verified ClientHello is in the SSL; 0: more input needed;
- * ATLS_HELLO_VERIFY; -1 failure. */
+ * nothing behind. 1: a verified ClientHello is in the SSL; 0: more input needed or a
+ * HelloVerifyRequest is in the output; -1 failure. */
 static int listen_step(atls_conn *c)
 {
     BIO_ADDR *addr = BIO_ADDR_new();
@@ -352,7 +352,7 @@ static int listen_step(atls_conn *c)
         }
         ERR_clear_error();
         if (BIO_ctrl_pending(c->wb) > 0) {
-            result = ATLS_HELLO_VERIFY;
+            result = 0; /* the carrier sends it and drops this session */
             break;
         }
     }
