@@ -813,7 +813,26 @@ static session_t *session_find(const char *token)
     return NULL;
 }
 
-static session_t *session_new(const char *peer, char *err, size_t errlen)
+/* A new session in *fresh, outside the table: it takes a slot (session_keep) only once
+ * its first answer is not a DTLS HelloVerifyRequest, so such a hello costs no slot. */
+static int session_new(session_t *fresh, const char *peer, char *err, size_t errlen)
+{
+    memset(fresh, 0, sizeof(*fresh));
+    unsigned char rnd[16];
+    if (read(S.urandom, rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd)) {
+        snprintf(err, errlen, "no randomness for the session token");
+        return -1;
+    }
+    fresh->conn = conn_new(S.eng, peer, err, errlen);
+    if (!fresh->conn)
+        return -1;
+    hex_encode(rnd, sizeof(rnd), fresh->token);
+    fresh->last = now_ms();
+    return 0;
+}
+
+/* Move a new session into the table (evicting idle sessions, or the oldest when full). */
+static session_t *session_keep(session_t *fresh)
 {
     long now = now_ms();
     session_t *slot = NULL, *oldest = NULL;
@@ -830,16 +849,8 @@ static session_t *session_new(const char *peer, char *err, size_t errlen)
         session_drop(oldest);
         slot = oldest;
     }
-    unsigned char rnd[16];
-    if (read(S.urandom, rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd)) {
-        snprintf(err, errlen, "no randomness for the session token");
-        return NULL;
-    }
-    slot->conn = conn_new(S.eng, peer, err, errlen);
-    if (!slot->conn)
-        return NULL;
-    hex_encode(rnd, sizeof(rnd), slot->token);
-    slot->last = now;
+    *slot = *fresh;
+    memset(fresh, 0, sizeof(*fresh));
     return slot;
 }
 
@@ -920,7 +931,7 @@ static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_
 {
     char err[512] = "";
     const char *tok = MHD_lookup_connection_value(mc, MHD_COOKIE_KIND, "atls_session");
-    session_t *s;
+    session_t *s, fresh;
     int is_new = 0;
     const unsigned char *body = rs->body.p ? rs->body.p + rs->body.off : (const unsigned char *)"";
     size_t body_len = abuf_avail(&rs->body);
@@ -935,9 +946,9 @@ static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_
     } else {
         char peer[INET6_ADDRSTRLEN + 8];
         client_host(mc, peer, sizeof(peer));
-        s = session_new(peer, err, sizeof(err));
-        if (!s)
+        if (session_new(&fresh, peer, err, sizeof(err)) != 0)
             return problem(mc, 500, "internal", "Cannot create a TLS session", err, NULL);
+        s = &fresh; /* session_drop works on it too */
         is_new = 1;
         logf_("new session %.8s...", s->token);
     }
@@ -1008,12 +1019,14 @@ static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_
         keep_nothing = 1; /* DTLS dropped the hello (as ours does): no session for nothing */
         logf_("session %.8s...: the ClientHello was dropped, nothing kept", s->token);
     }
+    if (keep_nothing)
+        session_drop(s);
+    else if (is_new)
+        s = session_keep(s);
     enum MHD_Result res =
         respond(mc, 200, ctype_out, out.p ? out.p + out.off : (const unsigned char *)"", abuf_avail(&out),
                 is_new && !keep_nothing ? s->token : NULL);
     abuf_free(&out);
-    if (keep_nothing)
-        session_drop(s);
     return res;
 }
 
