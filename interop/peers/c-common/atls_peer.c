@@ -122,6 +122,61 @@ int abuf_move(abuf *dst, abuf *src, char *err, size_t errlen)
     return 0;
 }
 
+/* ------------------------------------------------------------------ DTLS */
+
+size_t dtls_record_len(const unsigned char *p, size_t n)
+{
+    if (n < ATLS_DTLS_HEADER || p[0] < 20 || p[0] > 23 || p[1] != 0xfe || (p[2] != 0xff && p[2] != 0xfd))
+        return 0;
+    size_t len = ((size_t)p[11] << 8) | p[12];
+    if (len > 16384 + 2048 || n - ATLS_DTLS_HEADER < len)
+        return 0;
+    return ATLS_DTLS_HEADER + len;
+}
+
+int dtls_check_records(const unsigned char *p, size_t n, char *why, size_t whylen)
+{
+    if (n == 0) {
+        snprintf(why, whylen, "no DTLS record (empty)");
+        return -1;
+    }
+    for (size_t off = 0; off < n;) {
+        size_t r = dtls_record_len(p + off, n - off);
+        if (r == 0) {
+            snprintf(why, whylen, "byte %zu of %zu: not a whole DTLS 1.2 record (type %u, version %02x%02x)", off,
+                     n, p[off], n - off > 1 ? p[off + 1] : 0, n - off > 2 ? p[off + 2] : 0);
+            return -1;
+        }
+        off += r;
+    }
+    return 0;
+}
+
+int dtls_is_hello_verify(const unsigned char *p, size_t n)
+{
+    size_t r = dtls_record_len(p, n);
+    return r > ATLS_DTLS_HEADER && p[0] == 22 && p[3] == 0 && p[4] == 0 && p[ATLS_DTLS_HEADER] == 3;
+}
+
+size_t atls_pull(abuf *in, int dtls, void *dst, size_t cap)
+{
+    if (!dtls)
+        return abuf_get(in, dst, cap);
+    size_t avail = abuf_avail(in);
+    if (avail == 0)
+        return 0;
+    size_t r = dtls_record_len(in->p + in->off, avail);
+    if (r == 0) /* the carrier feeds whole records only: drop anything else */
+        r = avail;
+    size_t n = abuf_get(in, dst, r < cap ? r : cap);
+    if (r > n) { /* cut, as UDP cuts a datagram that does not fit */
+        in->off += r - n;
+        if (in->off == in->len)
+            in->off = in->len = 0;
+    }
+    return n;
+}
+
 /* --------------------------------------------------------------- helpers */
 
 const char *tls_alert_name(int code)
@@ -256,22 +311,53 @@ static int write_export(const char *export_file, atls_conn *c, const atls_cfg *c
 typedef struct {
     const char *name;
     int tls_min, tls_max, chacha, empty_ctx, draft00;
+    int records; /* one inner request in application data after the handshake */
+    int dtls;    /* DTLS 1.2 records in the bodies */
 } testcase_t;
 
 static const testcase_t TESTCASES[] = {
-    {"handshake-tls13", 13, 13, 0, 0, 0},
-    {"handshake-tls12", 12, 12, 0, 0, 0},
-    {"records", 12, 13, 0, 0, 0},
-    {"exporter", 13, 13, 0, 0, 0},
-    {"exporter-empty-context", 12, 12, 0, 1, 0},
-    {"mutual-auth-missing", 12, 13, 0, 0, 0},
-    {"wrong-anchor", 12, 13, 0, 0, 0},
-    {"draft00", 12, 13, 0, 0, 1},
-    {"proxy", 12, 13, 0, 0, 0},
-    {"flight-loss", 12, 13, 0, 0, 0},
-    {"corruption", 12, 13, 0, 0, 0},
-    {"chacha20", 13, 13, 1, 0, 0},
+    {"handshake-tls13", 13, 13, 0, 0, 0, 0, 0},
+    {"handshake-tls12", 12, 12, 0, 0, 0, 0, 0},
+    {"records", 12, 13, 0, 0, 0, 1, 0},
+    {"exporter", 13, 13, 0, 0, 0, 0, 0},
+    {"exporter-empty-context", 12, 12, 0, 1, 0, 0, 0},
+    {"mutual-auth-missing", 12, 13, 0, 0, 0, 0, 0},
+    {"wrong-anchor", 12, 13, 0, 0, 0, 0, 0},
+    {"draft00", 12, 13, 0, 0, 1, 0, 0},
+    {"proxy", 12, 13, 0, 0, 0, 0, 0},
+    {"flight-loss", 12, 13, 0, 0, 0, 0, 0},
+    {"corruption", 12, 13, 0, 0, 0, 0, 0},
+    {"chacha20", 13, 13, 1, 0, 0, 0, 0},
+    {"dtls12", 12, 12, 0, 0, 0, 1, 1},
 };
+
+/* Write application data; DTLS: in pieces of ATLS_DTLS_APP_CHUNK, one record each, so no
+ * record outgrows the path MTU. */
+static int write_app(atls_conn *c, const atls_cfg *cfg, const unsigned char *data, size_t n)
+{
+    size_t step = cfg->dtls ? ATLS_DTLS_APP_CHUNK : n;
+    for (size_t off = 0; off < n; off += step)
+        if (conn_write(c, data + off, n - off < step ? n - off : step) != 0)
+            return -1;
+    return 0;
+}
+
+/* Take the engine's output; DTLS: it must be whole records (an engine bug otherwise). */
+static int take_output(atls_conn *c, const atls_cfg *cfg, abuf *out, char *why, size_t whylen)
+{
+    size_t before = abuf_avail(out);
+    if (conn_take(c, out) != 0) {
+        snprintf(why, whylen, "TLS output: %s", conn_error(c));
+        return -1;
+    }
+    size_t n = abuf_avail(out) - before;
+    char w[200];
+    if (cfg->dtls && n > 0 && dtls_check_records(out->p + out->off + before, n, w, sizeof(w)) != 0) {
+        snprintf(why, whylen, "our DTLS output is not whole records: %s", w);
+        return -1;
+    }
+    return 0;
+}
 
 /* ------------------------------------------------------------ JSON/problem */
 
@@ -470,10 +556,10 @@ static void send_alert(carrier_t *car, atls_conn *conn)
 static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg, const char *export_file,
                           int records)
 {
-    char err[512] = "";
+    char err[512] = "", why[700];
     int result = ATTEMPT_FAIL;
     abuf out = {0}, app = {0};
-    atls_conn *conn = conn_new(eng, err, sizeof(err));
+    atls_conn *conn = conn_new(eng, NULL, err, sizeof(err));
     if (!conn) {
         reason_("cannot create TLS session: %s", err);
         return ATTEMPT_FAIL;
@@ -492,8 +578,8 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
     int flights = 0;
     for (;;) {
         abuf_reset(&out);
-        if (conn_take(conn, &out) != 0) {
-            reason_("TLS output too large");
+        if (take_output(conn, cfg, &out, why, sizeof(why)) != 0) {
+            reason_("%s", why);
             goto out;
         }
         if (abuf_avail(&out) == 0) {
@@ -513,9 +599,24 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
         }
         if (pr != POST_OK)
             goto out;
-        if (flights == 1 && !car->cookie[0])
+        const unsigned char *rp = car->resp.p + car->resp.off;
+        size_t rn = abuf_avail(&car->resp);
+        if (!car->cookie[0] && cfg->dtls)
+            /* contract: a HelloVerifyRequest comes without a session; the ClientHello that
+             * returns its DTLS cookie starts one, again without an atls_session cookie */
+            logf_("no atls_session cookie in the answer: a DTLS HelloVerifyRequest round, the next flight "
+                  "starts a session");
+        else if (flights == 1 && !car->cookie[0])
             logf_("warning: no atls_session cookie in the first answer");
-        if (conn_feed(conn, car->resp.p + car->resp.off, abuf_avail(&car->resp)) != 0) {
+        if (cfg->dtls && rn == 0 && !done) {
+            reason_("TLS failure: empty answer during the DTLS handshake");
+            goto out;
+        }
+        if (cfg->dtls && rn > 0 && dtls_check_records(rp, rn, err, sizeof(err)) != 0) {
+            reason_("the server's answer is not DTLS records: %s", err);
+            goto out;
+        }
+        if (conn_feed(conn, rp, rn) != 0) {
             reason_("TLS input too large");
             goto out;
         }
@@ -540,19 +641,30 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
         goto out;
     if (records) {
         static const char req[] = "GET /api/hello HTTP/1.1\r\nHost: atls\r\nContent-Length: 0\r\n\r\n";
-        if (conn_write(conn, (const unsigned char *)req, sizeof(req) - 1) != 0) {
+        int sends = 1;
+        if (write_app(conn, cfg, (const unsigned char *)req, sizeof(req) - 1) != 0) {
             reason_("TLS write failed: %s", conn_error(conn));
             goto out;
         }
         for (int polls = 0; polls < 4; polls++) {
             abuf_reset(&out);
-            if (conn_take(conn, &out) != 0)
+            if (take_output(conn, cfg, &out, why, sizeof(why)) != 0) {
+                reason_("%s", why);
                 goto out;
+            }
             int pr = carrier_post(car, out.p + out.off, abuf_avail(&out), &status, REQUEST_TIMEOUT_MS);
             if (pr != POST_OK) /* no retry once the handshake is done: the request may have run */
                 goto out;
-            if (conn_feed(conn, car->resp.p + car->resp.off, abuf_avail(&car->resp)) != 0)
+            const unsigned char *rp = car->resp.p + car->resp.off;
+            size_t rn = abuf_avail(&car->resp);
+            if (cfg->dtls && rn > 0 && dtls_check_records(rp, rn, err, sizeof(err)) != 0) {
+                reason_("the server's answer is not DTLS records: %s", err);
                 goto out;
+            }
+            if (conn_feed(conn, rp, rn) != 0) {
+                reason_("TLS input too large");
+                goto out;
+            }
             int r = conn_read(conn, &app);
             if (r < 0) {
                 reason_("TLS failure reading the inner response: %s", conn_error(conn));
@@ -560,6 +672,19 @@ static int client_attempt(atls_engine *eng, carrier_t *car, const atls_cfg *cfg,
             }
             if (abuf_avail(&app) >= 12 || r == 1)
                 break;
+            if (cfg->dtls && rn == 0 && abuf_avail(&app) == 0) {
+                /* contract: an empty answer is "dropped unserved"; again in fresh records, twice at most */
+                if (sends > 2) {
+                    reason_("inner request dropped unserved %d times", sends);
+                    goto out;
+                }
+                logf_("empty answer: the inner request was dropped unserved; sending it again");
+                if (write_app(conn, cfg, (const unsigned char *)req, sizeof(req) - 1) != 0) {
+                    reason_("TLS write failed: %s", conn_error(conn));
+                    goto out;
+                }
+                sends++;
+            }
         }
         size_t n = abuf_avail(&app);
         char line[200];
@@ -627,7 +752,7 @@ static int run_client(const atls_cfg *cfg, const testcase_t *tc, const char *exp
     for (int attempt = 0; attempt <= MAX_RETRIES; attempt++) {
         if (attempt)
             logf_("carrier failure: fresh handshake (retry %d of %d)", attempt, MAX_RETRIES);
-        int r = client_attempt(eng, &car, cfg, export_file, strcmp(tc->name, "records") == 0);
+        int r = client_attempt(eng, &car, cfg, export_file, tc->records);
         if (r == ATTEMPT_OK) {
             rc = 0;
             break;
@@ -688,7 +813,26 @@ static session_t *session_find(const char *token)
     return NULL;
 }
 
-static session_t *session_new(char *err, size_t errlen)
+/* A new session in *fresh, outside the table: it takes a slot (session_keep) only once
+ * its first answer is not a DTLS HelloVerifyRequest, so such a hello costs no slot. */
+static int session_new(session_t *fresh, const char *peer, char *err, size_t errlen)
+{
+    memset(fresh, 0, sizeof(*fresh));
+    unsigned char rnd[16];
+    if (read(S.urandom, rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd)) {
+        snprintf(err, errlen, "no randomness for the session token");
+        return -1;
+    }
+    fresh->conn = conn_new(S.eng, peer, err, errlen);
+    if (!fresh->conn)
+        return -1;
+    hex_encode(rnd, sizeof(rnd), fresh->token);
+    fresh->last = now_ms();
+    return 0;
+}
+
+/* Move a new session into the table (evicting idle sessions, or the oldest when full). */
+static session_t *session_keep(session_t *fresh)
 {
     long now = now_ms();
     session_t *slot = NULL, *oldest = NULL;
@@ -705,16 +849,8 @@ static session_t *session_new(char *err, size_t errlen)
         session_drop(oldest);
         slot = oldest;
     }
-    unsigned char rnd[16];
-    if (read(S.urandom, rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd)) {
-        snprintf(err, errlen, "no randomness for the session token");
-        return NULL;
-    }
-    slot->conn = conn_new(S.eng, err, errlen);
-    if (!slot->conn)
-        return NULL;
-    hex_encode(rnd, sizeof(rnd), slot->token);
-    slot->last = now;
+    *slot = *fresh;
+    memset(fresh, 0, sizeof(*fresh));
     return slot;
 }
 
@@ -776,32 +912,52 @@ static int answer_inner(session_t *s)
     int rl = snprintf(resp, sizeof(resp),
                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", bl, body);
     abuf_reset(&s->inner); /* one request per POST; a body after the headers is ignored */
-    return conn_write(s->conn, (const unsigned char *)resp, (size_t)rl);
+    return write_app(s->conn, S.cfg, (const unsigned char *)resp, (size_t)rl);
+}
+
+/* The client's address (host only), which a DTLS HelloVerifyRequest cookie binds. */
+static void client_host(struct MHD_Connection *mc, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, cap, "?");
+    if (!ci || !ci->client_addr)
+        return;
+    socklen_t len = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (getnameinfo(ci->client_addr, len, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST) != 0)
+        snprintf(out, cap, "?");
 }
 
 static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_out, const req_state *rs)
 {
     char err[512] = "";
     const char *tok = MHD_lookup_connection_value(mc, MHD_COOKIE_KIND, "atls_session");
-    session_t *s;
+    session_t *s, fresh;
     int is_new = 0;
+    const unsigned char *body = rs->body.p ? rs->body.p + rs->body.off : (const unsigned char *)"";
+    size_t body_len = abuf_avail(&rs->body);
+    /* DTLS: whole records only, and a session starts with some (its ClientHello) */
+    if (S.cfg->dtls && (body_len > 0 || !tok) && dtls_check_records(body, body_len, err, sizeof(err)) != 0)
+        return problem(mc, 400, "not-dtls", "Not DTLS records", err, NULL);
     if (tok) {
         s = session_find(tok);
         if (!s)
             return problem(mc, 400, "unknown-session", "Unknown ATLS session",
                            "the atls_session cookie names no live session; start again without it", NULL);
     } else {
-        s = session_new(err, sizeof(err));
-        if (!s)
+        char peer[INET6_ADDRSTRLEN + 8];
+        client_host(mc, peer, sizeof(peer));
+        if (session_new(&fresh, peer, err, sizeof(err)) != 0)
             return problem(mc, 500, "internal", "Cannot create a TLS session", err, NULL);
+        s = &fresh; /* session_drop works on it too */
         is_new = 1;
         logf_("new session %.8s...", s->token);
     }
     s->last = now_ms();
-    if (conn_feed(s->conn, rs->body.p + rs->body.off, abuf_avail(&rs->body)) != 0) {
+    if (conn_feed(s->conn, body, body_len) != 0) {
         session_drop(s);
         return problem(mc, 413, "too-large", "Flight too large", "buffered TLS input over the bound", NULL);
     }
+    int keep_nothing = 0;
     if (!s->done) {
         int r = conn_handshake(s->conn);
         if (r < 0) {
@@ -848,14 +1004,28 @@ static enum MHD_Result handle_atls(struct MHD_Connection *mc, const char *ctype_
         abuf_free(&app);
     }
     abuf out = {0};
-    if (conn_take(s->conn, &out) != 0) {
+    char why[700];
+    if (take_output(s->conn, S.cfg, &out, why, sizeof(why)) != 0) {
         abuf_free(&out);
         session_drop(s);
-        return problem(mc, 500, "internal", "TLS output too large", "over the bound", NULL);
+        return problem(mc, 500, "internal", "TLS output failed", why, NULL);
     }
+    /* contract: a HelloVerifyRequest keeps nothing (no Set-Cookie); the ClientHello that
+     * returns the DTLS cookie comes without an atls_session cookie */
+    if (S.cfg->dtls && is_new && !s->done && dtls_is_hello_verify(out.p + out.off, abuf_avail(&out))) {
+        keep_nothing = 1;
+        logf_("session %.8s...: HelloVerifyRequest (%zu bytes), nothing kept", s->token, abuf_avail(&out));
+    } else if (S.cfg->dtls && is_new && !s->done && abuf_avail(&out) == 0) {
+        keep_nothing = 1; /* DTLS dropped the hello (as ours does): no session for nothing */
+        logf_("session %.8s...: the ClientHello was dropped, nothing kept", s->token);
+    }
+    if (keep_nothing)
+        session_drop(s);
+    else if (is_new)
+        s = session_keep(s);
     enum MHD_Result res =
         respond(mc, 200, ctype_out, out.p ? out.p + out.off : (const unsigned char *)"", abuf_avail(&out),
-                is_new ? s->token : NULL);
+                is_new && !keep_nothing ? s->token : NULL);
     abuf_free(&out);
     return res;
 }
@@ -1033,6 +1203,7 @@ int main(void)
     cfg.tls_max = tc->tls_max;
     cfg.chacha_only = tc->chacha;
     cfg.export_use_context = tc->empty_ctx;
+    cfg.dtls = tc->dtls;
     cfg.testcase = tc->name;
     const char *kl = getenv("KEYLOG_FILE");
     cfg.keylog_file = (kl && *kl) ? kl : NULL;

@@ -1,8 +1,16 @@
-/* GnuTLS engine: push/pull transport callbacks over memory buffers (GNUTLS_NONBLOCK). */
+/*
+ * GnuTLS engine: push/pull transport callbacks over memory buffers (GNUTLS_NONBLOCK).
+ * DTLS (dtls12): GNUTLS_DATAGRAM, the pull callback gives one record per datagram, the
+ * pull-timeout callback says "no data" at once instead of waiting, MTU 1024, and the
+ * retransmission timer is set beyond a session's life (HTTP answers every flight). The
+ * server answers a first ClientHello with a stateless HelloVerifyRequest
+ * (gnutls_dtls_cookie_verify/_send over the client's address, gnutls_dtls_prestate_set).
+ */
 #define _GNU_SOURCE
 #include "atls_peer.h"
 
 #include <errno.h>
+#include <gnutls/dtls.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <stdio.h>
@@ -13,12 +21,15 @@ struct atls_engine {
     gnutls_certificate_credentials_t cred;
     gnutls_priority_t prio;
     const atls_cfg *cfg;
+    gnutls_datum_t cookie_key; /* DTLS server: HelloVerifyRequest cookies */
 };
 
 struct atls_conn {
     atls_engine *eng;
     gnutls_session_t s;
     abuf in, out;
+    int listening; /* DTLS server: no ClientHello with a valid cookie yet */
+    char peer[64];
     char err[512];
     char alert[64];
     char cipher[96];
@@ -65,14 +76,21 @@ atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
         goto fail;
     }
     char prio[256];
-    snprintf(prio, sizeof(prio), "NORMAL:-VERS-ALL:%s%s%s",
-             cfg->tls_max == 13 ? "+VERS-TLS1.3" : "", cfg->tls_min == 12 && cfg->tls_max == 13 ? ":" : "",
-             cfg->tls_min == 12 ? "+VERS-TLS1.2" : "");
+    if (cfg->dtls)
+        snprintf(prio, sizeof(prio), "NORMAL:-VERS-ALL:+VERS-DTLS1.2");
+    else
+        snprintf(prio, sizeof(prio), "NORMAL:-VERS-ALL:%s%s%s",
+                 cfg->tls_max == 13 ? "+VERS-TLS1.3" : "", cfg->tls_min == 12 && cfg->tls_max == 13 ? ":" : "",
+                 cfg->tls_min == 12 ? "+VERS-TLS1.2" : "");
     if (cfg->chacha_only) /* in TLS 1.3 the cipher alone names the suite TLS_CHACHA20_POLY1305_SHA256 */
         strncat(prio, ":-CIPHER-ALL:+CHACHA20-POLY1305", sizeof(prio) - strlen(prio) - 1);
     const char *where = NULL;
     if ((r = gnutls_priority_init(&e->prio, prio, &where)) < 0) {
         snprintf(err, errlen, "priority %s at %s: %s", prio, where ? where : "?", gnutls_strerror(r));
+        goto fail;
+    }
+    if (cfg->dtls && cfg->is_server && (r = gnutls_key_generate(&e->cookie_key, GNUTLS_COOKIE_KEY_SIZE)) < 0) {
+        snprintf(err, errlen, "gnutls_key_generate: %s", gnutls_strerror(r));
         goto fail;
     }
     return e;
@@ -89,6 +107,7 @@ void engine_free(atls_engine *e)
         gnutls_priority_deinit(e->prio);
     if (e->cred)
         gnutls_certificate_free_credentials(e->cred);
+    gnutls_free(e->cookie_key.data);
     free(e);
     gnutls_global_deinit();
 }
@@ -110,7 +129,7 @@ static ssize_t pull_cb(gnutls_transport_ptr_t p, void *data, size_t n)
         gnutls_transport_set_errno(c->s, EAGAIN);
         return -1;
     }
-    return (ssize_t)abuf_get(&c->in, data, n);
+    return (ssize_t)atls_pull(&c->in, c->eng->cfg->dtls, data, n); /* DTLS: one record */
 }
 
 static int pull_timeout_cb(gnutls_transport_ptr_t p, unsigned int ms)
@@ -130,7 +149,7 @@ static int keylog_cb(gnutls_session_t s, const char *label, const gnutls_datum_t
     return 0;
 }
 
-atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
+atls_conn *conn_new(atls_engine *e, const char *peer, char *err, size_t errlen)
 {
     int r;
     atls_conn *c = calloc(1, sizeof(*c));
@@ -139,7 +158,11 @@ atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
         return NULL;
     }
     c->eng = e;
-    if ((r = gnutls_init(&c->s, (e->cfg->is_server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK)) < 0) {
+    snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "");
+    unsigned int flags = (e->cfg->is_server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK;
+    if (e->cfg->dtls)
+        flags |= GNUTLS_DATAGRAM;
+    if ((r = gnutls_init(&c->s, flags)) < 0) {
         snprintf(err, errlen, "gnutls_init: %s", gnutls_strerror(r));
         free(c);
         return NULL;
@@ -163,6 +186,12 @@ atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
     gnutls_transport_set_pull_timeout_function(c->s, pull_timeout_cb);
     if (e->cfg->keylog_file)
         gnutls_session_set_keylog_function(c->s, keylog_cb);
+    if (e->cfg->dtls) {
+        gnutls_dtls_set_mtu(c->s, ATLS_DTLS_MTU);
+        /* HTTP answers every flight: no retransmission within a session's life */
+        gnutls_dtls_set_timeouts(c->s, 60000, 120000);
+        c->listening = e->cfg->is_server;
+    }
     return c;
 fail:
     snprintf(err, errlen, "session setup: %s", gnutls_strerror(r));
@@ -210,9 +239,44 @@ static void set_failure(atls_conn *c, int r, const char *what)
     }
 }
 
+/* DTLS server, before any state: the first record must be a ClientHello carrying a valid
+ * cookie; otherwise answer it with a HelloVerifyRequest (gnutls_dtls_cookie_send). */
+static int listen_step(atls_conn *c)
+{
+    atls_engine *e = c->eng;
+    gnutls_dtls_prestate_st pre;
+    memset(&pre, 0, sizeof(pre));
+    size_t avail = abuf_avail(&c->in);
+    if (avail == 0)
+        return 0;
+    size_t rl = dtls_record_len(c->in.p + c->in.off, avail);
+    int r = gnutls_dtls_cookie_verify(&e->cookie_key, c->peer, strlen(c->peer), c->in.p + c->in.off,
+                                      rl ? rl : avail, &pre);
+    if (r == 0) {
+        gnutls_dtls_prestate_set(c->s, &pre);
+        c->listening = 0;
+        return 1;
+    }
+    if (r != GNUTLS_E_BAD_COOKIE) {
+        snprintf(c->err, sizeof(c->err), "gnutls_dtls_cookie_verify: %s", gnutls_strerror(r));
+        return -1;
+    }
+    abuf_reset(&c->in); /* a HelloVerifyRequest keeps nothing */
+    if ((r = gnutls_dtls_cookie_send(&e->cookie_key, c->peer, strlen(c->peer), &pre, c, push_cb)) < 0) {
+        snprintf(c->err, sizeof(c->err), "gnutls_dtls_cookie_send: %s", gnutls_strerror(r));
+        return -1;
+    }
+    return 0; /* the carrier sends it and drops this session */
+}
+
 int conn_handshake(atls_conn *c)
 {
     int r;
+    if (c->listening) {
+        int l = listen_step(c);
+        if (l != 1)
+            return l;
+    }
     for (int spins = 0;; spins++) {
         r = gnutls_handshake(c->s);
         if (r == GNUTLS_E_SUCCESS)

@@ -3,7 +3,13 @@
  * Exporter (RFC 5705): mbedTLS 2.28 has no exporter API, so the master secret and
  * randoms are captured with mbedtls_ssl_conf_export_keys_ext_cb() and the exporter is
  *   PRF(master_secret, label, client_random + server_random [+ uint16 len + context])
- * computed with mbedtls_ssl_tls_prf() and the session's PRF hash.
+ * computed with mbedtls_ssl_tls_prf() and the session's PRF hash; the same holds in DTLS 1.2.
+ * DTLS (dtls12): MBEDTLS_SSL_TRANSPORT_DATAGRAM, mbedtls_ssl_set_mtu(1024), one record per
+ * recv, and the mandatory timer (mbedtls_ssl_set_timer_cb) as one that never expires:
+ * HTTP answers every flight, so nothing is retransmitted. The server answers a first
+ * ClientHello with a HelloVerifyRequest: mbedtls_ssl_cookie_* (one context for all
+ * sessions, so a fresh session checks the returned cookie) over the client's address
+ * (mbedtls_ssl_set_client_transport_id).
  */
 #define _GNU_SOURCE
 #include "atls_peer.h"
@@ -14,6 +20,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cookie.h>
 #include <mbedtls/ssl_internal.h> /* 2.28: handshake->ecdh_ctx.point_format (see conn_handshake) */
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
@@ -24,6 +31,11 @@
 #if !defined(MBEDTLS_SSL_EXPORT_KEYS) || !defined(MBEDTLS_SSL_PROTO_TLS1_2)
 #error "this mbedTLS build lacks MBEDTLS_SSL_EXPORT_KEYS or TLS 1.2"
 #endif
+#if defined(MBEDTLS_SSL_PROTO_DTLS) && defined(MBEDTLS_SSL_DTLS_HELLO_VERIFY) && defined(MBEDTLS_SSL_COOKIE_C)
+#define HAVE_DTLS 1
+#else
+#define HAVE_DTLS 0
+#endif
 
 struct atls_engine {
     const atls_cfg *cfg;
@@ -32,6 +44,9 @@ struct atls_engine {
     mbedtls_ssl_config conf;
     mbedtls_x509_crt ca, own;
     mbedtls_pk_context key;
+#if HAVE_DTLS
+    mbedtls_ssl_cookie_ctx cookies; /* DTLS server: HelloVerifyRequest cookies */
+#endif
     atls_conn *current; /* the session whose handshake is running (the export callback has no ssl) */
 };
 
@@ -43,6 +58,7 @@ struct atls_conn {
     int have_keys;
     unsigned char ms[48];
     unsigned char randoms[64]; /* client_random || server_random */
+    uint32_t timer_fin_ms;     /* DTLS timer: 0 cancelled; it never expires */
     mbedtls_tls_prf_types prf;
     char err[512];
     char alert[64];
@@ -61,6 +77,9 @@ const char *engine_stack_version(void)
 
 const char *engine_unsupported(const atls_cfg *cfg)
 {
+    if (cfg->dtls && !HAVE_DTLS)
+        return "dtls12: this mbedTLS build lacks MBEDTLS_SSL_PROTO_DTLS, MBEDTLS_SSL_DTLS_HELLO_VERIFY or "
+               "MBEDTLS_SSL_COOKIE_C";
     if (cfg->chacha_only)
         return "chacha20 needs TLS 1.3 (TLS_CHACHA20_POLY1305_SHA256); mbedTLS 2.28 has no TLS 1.3 "
                "(MBEDTLS_SSL_PROTO_TLS1_3_EXPERIMENTAL is off in Debian's 2.28.3 and incomplete in 2.28)";
@@ -115,18 +134,35 @@ atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
     mbedtls_x509_crt_init(&e->ca);
     mbedtls_x509_crt_init(&e->own);
     mbedtls_pk_init(&e->key);
+#if HAVE_DTLS
+    mbedtls_ssl_cookie_init(&e->cookies);
+#endif
     static const unsigned char pers[] = "atls-interop-mbedtls";
     if ((r = mbedtls_ctr_drbg_seed(&e->drbg, mbedtls_entropy_func, &e->entropy, pers, sizeof(pers) - 1)) != 0) {
         mbed_err(err, errlen, "mbedtls_ctr_drbg_seed", r);
         goto fail;
     }
     if ((r = mbedtls_ssl_config_defaults(&e->conf, cfg->is_server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
-                                         MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+                                         cfg->dtls ? MBEDTLS_SSL_TRANSPORT_DATAGRAM : MBEDTLS_SSL_TRANSPORT_STREAM,
+                                         MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
         mbed_err(err, errlen, "mbedtls_ssl_config_defaults", r);
         goto fail;
     }
+    /* (3, 3) is TLS 1.2, and DTLS 1.2 on a datagram transport */
     mbedtls_ssl_conf_min_version(&e->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_max_version(&e->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#if HAVE_DTLS
+    if (cfg->dtls) {
+        mbedtls_ssl_conf_handshake_timeout(&e->conf, 60000, 120000); /* moot: the timer never expires */
+        if (cfg->is_server) {
+            if ((r = mbedtls_ssl_cookie_setup(&e->cookies, mbedtls_ctr_drbg_random, &e->drbg)) != 0) {
+                mbed_err(err, errlen, "mbedtls_ssl_cookie_setup", r);
+                goto fail;
+            }
+            mbedtls_ssl_conf_dtls_cookies(&e->conf, mbedtls_ssl_cookie_write, mbedtls_ssl_cookie_check, &e->cookies);
+        }
+    }
+#endif
     mbedtls_ssl_conf_rng(&e->conf, mbedtls_ctr_drbg_random, &e->drbg);
     if ((r = mbedtls_x509_crt_parse_file(&e->ca, cfg->ca_pem)) != 0) {
         if (r > 0)
@@ -169,6 +205,9 @@ void engine_free(atls_engine *e)
     mbedtls_x509_crt_free(&e->ca);
     mbedtls_x509_crt_free(&e->own);
     mbedtls_pk_free(&e->key);
+#if HAVE_DTLS
+    mbedtls_ssl_cookie_free(&e->cookies);
+#endif
     mbedtls_ctr_drbg_free(&e->drbg);
     mbedtls_entropy_free(&e->entropy);
     free(e);
@@ -191,10 +230,19 @@ static int bio_recv(void *ud, unsigned char *buf, size_t len)
         return MBEDTLS_ERR_SSL_WANT_READ;
     if (len > (size_t)0x7fffffff)
         len = 0x7fffffff;
-    return (int)abuf_get(&c->in, buf, len);
+    return (int)atls_pull(&c->in, c->eng->cfg->dtls, buf, len); /* DTLS: one record */
 }
 
-atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
+/* The DTLS timer mbedTLS insists on: it runs but never expires (HTTP answers every flight). */
+static void timer_set(void *ud, uint32_t int_ms, uint32_t fin_ms)
+{
+    (void)int_ms;
+    ((atls_conn *)ud)->timer_fin_ms = fin_ms;
+}
+
+static int timer_get(void *ud) { return ((atls_conn *)ud)->timer_fin_ms == 0 ? -1 : 0; }
+
+atls_conn *conn_new(atls_engine *e, const char *peer, char *err, size_t errlen)
 {
     int r;
     atls_conn *c = calloc(1, sizeof(*c));
@@ -213,6 +261,20 @@ atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
         goto fail;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+#if HAVE_DTLS
+    if (e->cfg->dtls) {
+        mbedtls_ssl_set_timer_cb(&c->ssl, c, timer_set, timer_get);
+        mbedtls_ssl_set_mtu(&c->ssl, ATLS_DTLS_MTU);
+        const char *id = peer && *peer ? peer : "?";
+        if (e->cfg->is_server &&
+            (r = mbedtls_ssl_set_client_transport_id(&c->ssl, (const unsigned char *)id, strlen(id))) != 0) {
+            mbed_err(err, errlen, "mbedtls_ssl_set_client_transport_id", r);
+            goto fail;
+        }
+    }
+#else
+    (void)peer;
+#endif
     return c;
 fail:
     mbedtls_ssl_free(&c->ssl);
@@ -278,6 +340,10 @@ int conn_handshake(atls_conn *c)
     }
     if ((r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) && !c->out_overflow)
         return 0;
+#if HAVE_DTLS
+    if (r == MBEDTLS_ERR_SSL_HELLO_VERIFY_REQUIRED && !c->out_overflow)
+        return 0; /* the HelloVerifyRequest is in the output: the carrier sends it and drops this session */
+#endif
     set_failure(c, r, "handshake");
     return -1;
 }

@@ -6,6 +6,7 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/wolfio.h>
 #include <wolfssl/wolfcrypt/ecc.h>
+#include <wolfssl/wolfcrypt/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 struct atls_engine {
     WOLFSSL_CTX *ctx;
     const atls_cfg *cfg;
+    unsigned char cookie_secret[32]; /* DTLS server: one for all sessions (stateless HelloVerifyRequest) */
 };
 
 struct atls_conn {
@@ -75,7 +77,9 @@ atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
     }
     e->cfg = cfg;
     WOLFSSL_METHOD *m;
-    if (cfg->tls_min == 13)
+    if (cfg->dtls)
+        m = cfg->is_server ? wolfDTLSv1_2_server_method() : wolfDTLSv1_2_client_method();
+    else if (cfg->tls_min == 13)
         m = cfg->is_server ? wolfTLSv1_3_server_method() : wolfTLSv1_3_client_method();
     else if (cfg->tls_max == 12)
         m = cfg->is_server ? wolfTLSv1_2_server_method() : wolfTLSv1_2_client_method();
@@ -86,8 +90,9 @@ atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "wolfSSL_CTX_new failed");
         goto fail;
     }
-    if ((r = wolfSSL_CTX_SetMinVersion(e->ctx, cfg->tls_min == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2)) !=
-        WOLFSSL_SUCCESS) {
+    if (!cfg->dtls && /* the DTLS 1.2 method allows DTLS 1.2 only */
+        (r = wolfSSL_CTX_SetMinVersion(e->ctx, cfg->tls_min == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2)) !=
+            WOLFSSL_SUCCESS) {
         errstr(err, errlen, "wolfSSL_CTX_SetMinVersion", r);
         goto fail;
     }
@@ -125,6 +130,14 @@ atls_engine *engine_new(const atls_cfg *cfg, char *err, size_t errlen)
             goto fail;
         }
     }
+    if (cfg->dtls && cfg->is_server) {
+        WC_RNG rng;
+        if (wc_InitRng(&rng) != 0 || wc_RNG_GenerateBlock(&rng, e->cookie_secret, sizeof(e->cookie_secret)) != 0) {
+            snprintf(err, errlen, "no randomness for the DTLS cookie secret");
+            goto fail;
+        }
+        wc_FreeRng(&rng);
+    }
     wolfSSL_CTX_set_verify(e->ctx,
                            cfg->is_server ? WOLFSSL_VERIFY_PEER | WOLFSSL_VERIFY_FAIL_IF_NO_PEER_CERT
                                           : WOLFSSL_VERIFY_PEER,
@@ -153,7 +166,7 @@ static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *ud)
         return 0;
     if (abuf_avail(&c->in) == 0)
         return WOLFSSL_CBIO_ERR_WANT_READ;
-    return (int)abuf_get(&c->in, buf, (size_t)sz);
+    return (int)atls_pull(&c->in, c->eng->cfg->dtls, buf, (size_t)sz); /* DTLS: one record */
 }
 
 static int io_send(WOLFSSL *ssl, char *buf, int sz, void *ud)
@@ -167,7 +180,7 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *ud)
     return sz;
 }
 
-atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
+atls_conn *conn_new(atls_engine *e, const char *peer, char *err, size_t errlen)
 {
     atls_conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -185,6 +198,22 @@ atls_conn *conn_new(atls_engine *e, char *err, size_t errlen)
     wolfSSL_SSLSetIOSend(c->ssl, io_send);
     wolfSSL_SetIOReadCtx(c->ssl, c);
     wolfSSL_SetIOWriteCtx(c->ssl, c);
+    if (e->cfg->dtls) /* WANT_READ is "no datagram yet", never a timeout: no retransmission */
+        wolfSSL_dtls_set_using_nonblock(c->ssl, 1);
+    if (e->cfg->dtls && e->cfg->is_server) {
+        /* wolfSSL_DTLS_SetCookieSecret returns 0 on success */
+        int r = wolfSSL_DTLS_SetCookieSecret(c->ssl, e->cookie_secret, sizeof(e->cookie_secret)) == 0
+                    ? WOLFSSL_SUCCESS
+                    : WOLFSSL_FAILURE;
+        if (r == WOLFSSL_SUCCESS && peer && *peer)
+            r = wolfSSL_dtls_set_peer(c->ssl, (void *)peer, (unsigned int)strlen(peer));
+        if (r != WOLFSSL_SUCCESS) {
+            errstr(err, errlen, "DTLS cookie setup", r);
+            wolfSSL_free(c->ssl);
+            free(c);
+            return NULL;
+        }
+    }
     if (!e->cfg->is_server) {
         const char *name = e->cfg->server_name;
         int r = wolfSSL_check_domain_name(c->ssl, name);
