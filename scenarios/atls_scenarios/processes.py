@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +23,29 @@ from pathlib import Path
 from typing import Any, Self
 
 
+# Ports handed out lately, by this process: the probe socket is closed before the
+# caller's process binds the port, so two picks in a row (a server and its
+# middlebox, or cells side by side) could otherwise get the same number.
+_HANDED_OUT: dict[int, float] = {}
+_HANDED_OUT_LOCK = threading.Lock()
+_HOLD_SECONDS = 120.0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free now that this process has not handed out in the last two minutes."""
+    with _HANDED_OUT_LOCK:
+        now = time.monotonic()
+        for port, at in list(_HANDED_OUT.items()):
+            if now - at > _HOLD_SECONDS:
+                del _HANDED_OUT[port]
+        for _ in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT[port] = now
+                return port
+    raise ProcessError(f"no free port on {host} that was not just handed out")
 
 
 class ProcessError(RuntimeError):
