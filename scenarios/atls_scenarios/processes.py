@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-
 # Ports handed out lately, by this process: the probe socket is closed before the
 # caller's process binds the port, so two picks in a row (a server and its
 # middlebox, or cells side by side) could otherwise get the same number.
