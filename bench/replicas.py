@@ -8,12 +8,12 @@ is the bound where adding replicas stops adding throughput while mitmdump
 (one process, one core at most) stays near 100 %. Prints a table and writes
 ``replicas.json``; asserts nothing.
 
-Completion rate: devices that bootstrapped, over the time between the first
-and the last device report (so image start, PKI and operator setup are not
-counted).
+Completion rate: devices that bootstrapped, over the time from the first
+device's start to the last device's end (each report says how long its
+device ran), so image start, PKI and operator setup are not counted.
 
 Usage: ./testbed bench replicas [--replicas 1,2,3] [--devices 200] [--workers 2]
-       [--image atls-testbed:latest] [--out reports/bench]
+       [--spawn-rate 1000] [--image atls-testbed:latest] [--out reports/bench]
 Needs Docker, docker-compose and the image (./testbed images build --offline).
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILES = ["compose/docker-compose.yml", "compose/fleet.yml", "compose/replicas.yml"]
-ROLES = ("middlebox", "service", "atls-service", "locust-worker", "locust-master")
+ROLES = ("middlebox", "service", "atls-service", "locust-worker", "locust-master", "host")
 
 
 def _compose(project: str, env: dict[str, str], *args: str) -> list[str]:
@@ -39,8 +39,21 @@ def _compose(project: str, env: dict[str, str], *args: str) -> list[str]:
     return ["docker-compose", *files, "-p", project, *args]
 
 
+def _host_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [float(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def _sample(project: str, samples: list[dict[str, float]], stop: threading.Event) -> None:
-    """CPU % per role (summed over its containers), one dict per docker stats call."""
+    """CPU % per role (summed over its containers), one dict per docker stats call.
+
+    ``host`` is the whole machine's busy share since the previous sample, in % of
+    all cores (100 = every core busy).
+    """
+    last = _host_cpu()
     while not stop.is_set():
         done = subprocess.run(
             ["docker", "stats", "--no-stream", "--format", "{{.Name}}\t{{.CPUPerc}}"],
@@ -60,12 +73,18 @@ def _sample(project: str, samples: list[dict[str, float]], stop: threading.Event
                 sample[role] = sample.get(role, 0.0) + float(cpu.rstrip("%"))
             except ValueError:
                 continue
-        if sample:
+        now = _host_cpu()
+        if now[1] > last[1]:
+            sample["host"] = 100 * (now[0] - last[0]) / (now[1] - last[1])
+        last = now
+        if len(sample) > 1:
             samples.append(sample)
         stop.wait(1.0)
 
 
-def run_one(n: int, devices: int, workers: int, image: str, out: Path) -> dict[str, object]:
+def run_one(
+    n: int, devices: int, workers: int, spawn_rate: int, image: str, out: Path
+) -> dict[str, object]:
     project = f"atlsrep{n}"
     reports = out / f"replicas-{n}"
     reports.mkdir(parents=True, exist_ok=True)
@@ -75,6 +94,7 @@ def run_one(n: int, devices: int, workers: int, image: str, out: Path) -> dict[s
         "ATLS_DEVICES": str(devices),
         "ATLS_FLEET_WORKERS": str(workers),
         "ATLS_SCENARIO": "many-devices",
+        "ATLS_FLEET_SPAWN_RATE": str(spawn_rate),
         "ATLS_REPORTS": str(reports.resolve()),
     }
     up = _compose(project, env, "up", "--exit-code-from", "collector", "--scale", "device=0",
@@ -95,16 +115,18 @@ def run_one(n: int, devices: int, workers: int, image: str, out: Path) -> dict[s
     sampler.join(timeout=60)
     subprocess.run(_compose(project, env, "down", "-v", "--remove-orphans"), env=env,
                    capture_output=True, timeout=300, check=False)  # fmt: skip
-    finished = []
+    starts, ends = [], []
     ok = 0
     for path in (reports / "devices").glob("*.json"):
         try:
             report = json.loads(path.read_text())
         except ValueError:
             continue
-        finished.append(path.stat().st_mtime)
+        # written when the device finished; it ran for fleet.total_ms before that
+        ends.append(path.stat().st_mtime)
+        starts.append(ends[-1] - report.get("fleet", {}).get("total_ms", 0.0) / 1000)
         ok += report.get("exit_code") == 0
-    span = max(finished) - min(finished) if len(finished) > 1 else 0.0
+    span = max(ends) - min(starts) if ends else 0.0
     # while the fleet ran: samples where the workers were busy
     busy = [s for s in samples if s.get("locust-worker", 0.0) > 5.0] or samples
     cpu = {role: round(statistics.mean(s.get(role, 0.0) for s in busy), 1) for role in ROLES}
@@ -115,7 +137,7 @@ def run_one(n: int, devices: int, workers: int, image: str, out: Path) -> dict[s
         "exit_code": code,
         "wall_s": round(time.monotonic() - started, 1),
         "completion_span_s": round(span, 1),
-        "bootstraps_per_s": round((ok - 1) / span, 2) if span else 0.0,
+        "bootstraps_per_s": round(ok / span, 2) if span else 0.0,
         "cpu_percent_while_busy": cpu,
         "samples": len(busy),
     }
@@ -126,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", default="1,2,3", help="comma-separated N to measure")
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--spawn-rate",
+        type=int,
+        default=1000,
+        help="devices started per second (default: all at once, so the fleet, "
+        "not the spawn rate, sets the pace)",
+    )
     parser.add_argument("--image", default=os.environ.get("ATLS_IMAGE", "atls-testbed:latest"))
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
@@ -137,13 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     if not counts or min(counts) < 1 or args.devices < 2 or args.workers < 1:
         print("bench replicas: need N >= 1, at least 2 devices and 1 worker", file=sys.stderr)
         return 2
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        print("bench replicas: Docker is not running (start dockerd)", file=sys.stderr)
+        return 2
     if subprocess.run(["docker", "image", "inspect", args.image], capture_output=True,
                       check=False).returncode != 0:  # fmt: skip
         print(f"bench replicas: image {args.image} not found "
               "(./testbed images build --offline)", file=sys.stderr)  # fmt: skip
         return 2
     out = args.out / time.strftime("replicas-%Y%m%d-%H%M%S")
-    results = [run_one(n, args.devices, args.workers, args.image, out) for n in counts]
+    results = [
+        run_one(n, args.devices, args.workers, args.spawn_rate, args.image, out) for n in counts
+    ]
     (out / "replicas.json").write_text(json.dumps(results, indent=2))
     print(f"{'N':>2} {'ok':>9} {'per s':>6} {'span s':>7}   CPU % while busy: "
           + " ".join(f"{r:>13}" for r in ROLES))  # fmt: skip
