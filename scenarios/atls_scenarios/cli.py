@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="base image (default python:3.13-slim, offline: atls-testbed-base:trixie-<hash>)",
     )
     build.add_argument("--tag", default="atls-testbed:latest")
+    build.add_argument(
+        "--interop-peers",
+        action="store_true",
+        help="build only atls-interop-peers (Debian bookworm, debootstrap, no registry): the "
+        "runtime of the host-built foreign interop peers under `interop --engine compose`",
+    )
 
     scenario = sub.add_parser("scenario", help="author scenario files")
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
@@ -220,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0 if result.ok else 1
         if args.command == "images":
-            from .images import build_image
+            from .images import build_image, build_peers_image
 
+            if args.interop_peers:
+                build_peers_image()
+                return 0
             build_image(offline=args.offline, base=args.base, tag=args.tag)
             return 0
         if args.command == "scenario":

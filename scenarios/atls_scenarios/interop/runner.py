@@ -71,7 +71,8 @@ class DockerEngine:
             )
             self.images[image] = found.returncode == 0
         if not self.images[image]:
-            return f"image {image} not found (build it: ./testbed images build --offline)"
+            how = "--interop-peers" if image.startswith("atls-interop-peers:") else "--offline"
+            return f"image {image} not found (build it: ./testbed images build {how})"
         return None
 
     @staticmethod
