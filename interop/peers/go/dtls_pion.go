@@ -223,22 +223,7 @@ func (sv *server) serveDTLS(conn *memConn) error {
 	}
 	hello, copies := conn.flightStats()
 	logf("handshake ok: DTLS 1.2 %s (%d retransmitted record(s) left out)", hello, copies)
-	br := bufio.NewReaderSize(&recordReader{c: dconn, buf: make([]byte, maxRecordBytes)}, 16<<10)
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("inner request: %w", err)
-		}
-		io.Copy(io.Discard, io.LimitReader(req.Body, maxFlightBytes))
-		req.Body.Close()
-		logf("inner request: %s %s", req.Method, req.URL)
-		if _, err := dconn.Write([]byte(innerResponse)); err != nil {
-			return err
-		}
-	}
+	return serveInner(&recordReader{c: dconn, buf: make([]byte, maxRecordBytes)}, dconn)
 }
 
 // recordReader serves pion's whole-record Reads (which fail with "buffer is

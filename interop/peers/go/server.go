@@ -233,7 +233,13 @@ func (sv *server) serve(conn *memConn) error {
 		logf("export: %v", err)
 	}
 	logf("handshake ok: %s %s", versionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite))
-	br := bufio.NewReaderSize(tconn, 16<<10)
+	return serveInner(tconn, tconn)
+}
+
+// serveInner answers the inner HTTP/1.1 requests read from r on w until the
+// session ends (TLS and DTLS servers alike).
+func serveInner(r io.Reader, w io.Writer) error {
+	br := bufio.NewReaderSize(r, 16<<10)
 	for {
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -245,7 +251,7 @@ func (sv *server) serve(conn *memConn) error {
 		io.Copy(io.Discard, io.LimitReader(req.Body, maxFlightBytes))
 		req.Body.Close()
 		logf("inner request: %s %s", req.Method, req.URL)
-		if _, err := tconn.Write([]byte(innerResponse)); err != nil {
+		if _, err := w.Write([]byte(innerResponse)); err != nil {
 			return err
 		}
 	}
